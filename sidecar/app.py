@@ -1,0 +1,99 @@
+"""The composition root: build every service, wire handlers, serve one session on stdio."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+import anyio
+
+from sidecar import logs
+from sidecar.config import DaemonConfig
+from sidecar.security import handlers as secrets_handlers
+from sidecar.security.keys import choose_provider
+from sidecar.security.secret_service import SecretService
+from sidecar.server.lifeline import ParentWatch, set_parent_death_signal, terminate_descendants, watch_signals
+from sidecar.server.router import Router
+from sidecar.server.session import Session, SessionConfig
+from sidecar.server.stdio import FdWriter, claim_stdout, open_reader
+from sidecar.settings import handlers as settings_handlers
+from sidecar.settings.registry import CORE_SETTINGS
+from sidecar.settings.service import SettingsService
+from sidecar.store.database import Database
+from sidecar.store.migrations import MigrationError
+from sidecar.store.secrets_store import SecretsStore
+from sidecar.store.settings_store import SettingsStore
+from sidecar.system import handlers as system_handlers
+from sidecar.system.metrics import Metrics
+from sidecar.system.service import Paths, SystemService
+
+log = logging.getLogger("sidecar")
+
+
+def run(config: DaemonConfig) -> int:
+    """Serve on stdio until stdin closes, `exit`, a signal, or the parent dies."""
+    fds = claim_stdout()
+    logs.setup(config.log_path, config.log_level or "info")
+    parent_pid = config.parent_pid if config.parent_pid is not None else os.getppid()
+    if config.watch_parent and parent_pid == os.getppid():
+        set_parent_death_signal()
+    try:
+        return anyio.run(_serve, config, fds.read_fd, fds.write_fd, parent_pid)
+    except MigrationError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    finally:
+        terminate_descendants()
+
+
+async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: int) -> int:
+    db = Database(config.database_path, config.migrations_dir)
+    db.open()
+    try:
+        router = Router()
+        metrics = _wire(router, config, db)
+        reader = open_reader(read_fd)
+        writer = FdWriter(write_fd)
+        session = Session(router, reader, writer.write, SessionConfig(
+            max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency), metrics)
+        log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_signals, session.stop)
+            if config.watch_parent:
+                tg.start_soon(ParentWatch(parent_pid).watch, session.stop)
+            code = await session.serve()
+            tg.cancel_scope.cancel()
+        writer.restore()
+        log.info("exiting with code %d (%s)", code, session.stop_reason)
+        return code
+    finally:
+        db.close()
+
+
+def _wire(router: Router, config: DaemonConfig, db: Database) -> Metrics:
+    settings = SettingsService(SettingsStore(db), CORE_SETTINGS)
+    settings.load()
+    metrics = Metrics(slow_request_ms=settings.value("server.slowRequestMs"))
+    if config.log_level is None:
+        logs.set_level(settings.value("log.level"))
+
+    def on_change(key: str, value: Any, previous: Any) -> None:
+        if key == "log.level" and config.log_level is None:
+            logs.set_level(value)
+        elif key == "server.slowRequestMs":
+            metrics.slow_request_ms = value
+
+    settings.subscribe(on_change)
+    system = SystemService(db, Paths(config.data_dir, config.database_path, config.log_path))
+    secrets = SecretService(SecretsStore(db), functools.partial(choose_provider, config.secrets_backend, config.data_dir))
+
+    system_handlers.register(router, system, metrics)
+    settings_handlers.register(router, settings)
+    secrets_handlers.register(router, secrets)
+    if config.debug_methods:
+        from sidecar.system import debug_handlers
+
+        debug_handlers.register(router)
+    return metrics

@@ -1,0 +1,117 @@
+"""Where the key that encrypts secrets lives: the OS keyring, or a 0600 file.
+
+`keyring` is imported on first use (it scans entry points). On a headless machine it has
+no usable backend; then the key lives in `<data dir>/secrets.key`, created 0600 and read
+only if it is still 0600 and ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("sidecar.security")
+
+KEY_BYTES = 32
+KEYRING_SERVICE = "sidecar"
+
+
+class KeyUnavailable(Exception):
+    pass
+
+
+class KeyProvider(Protocol):
+    name: str
+
+    def load_or_create(self) -> bytes: ...
+
+
+class FileKeyProvider:
+    name = "file"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load_or_create(self) -> bytes:
+        try:
+            return self._load()
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(KEY_BYTES)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return self._load()
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.b64encode(key))
+        log.info("created secrets key file %s", self.path)
+        return key
+
+    def _load(self) -> bytes:
+        info = os.stat(self.path)
+        if sys.platform != "win32" and stat.S_IMODE(info.st_mode) & 0o077:
+            raise KeyUnavailable(f"{self.path} is readable by others; refusing to use it (chmod 600)")
+        key = base64.b64decode(self.path.read_bytes())
+        if len(key) != KEY_BYTES:
+            raise KeyUnavailable(f"{self.path} does not hold a {KEY_BYTES}-byte key")
+        return key
+
+
+class KeyringKeyProvider:
+    name = "keyring"
+
+    def __init__(self, data_dir: Path) -> None:
+        # one key per data directory, so two profiles never share a key
+        self.username = "key-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+    @staticmethod
+    def usable() -> bool:
+        try:
+            import keyring
+            from keyring.backends import fail
+        except Exception:  # noqa: BLE001 - a broken keyring install means "no keyring"
+            return False
+        from keyring.backends.chainer import ChainerBackend
+
+        backend = keyring.get_keyring()
+        if isinstance(backend, fail.Keyring):
+            return False
+        if isinstance(backend, ChainerBackend):
+            return bool(backend.backends)
+        return float(getattr(backend, "priority", 0)) > 0
+
+    def load_or_create(self) -> bytes:
+        import keyring
+
+        try:
+            stored = keyring.get_password(KEYRING_SERVICE, self.username)
+            if stored is None:
+                key = secrets.token_bytes(KEY_BYTES)
+                keyring.set_password(KEYRING_SERVICE, self.username, base64.b64encode(key).decode())
+                return key
+            return base64.b64decode(stored)
+        except Exception as exc:  # noqa: BLE001 - keyring backends raise many types
+            raise KeyUnavailable(f"the OS keyring failed: {type(exc).__name__}") from None
+
+
+def choose_provider(backend: str, data_dir: Path) -> KeyProvider:
+    """`backend` is "keyring", "file" or "auto" (keyring where one is usable, else file)."""
+    file_provider = FileKeyProvider(data_dir / "secrets.key")
+    if backend == "file":
+        return file_provider
+    if backend == "keyring" or KeyringKeyProvider.usable():
+        return KeyringKeyProvider(data_dir)
+    return file_provider
+
+
+def key_id(key: bytes) -> str:
+    """A fingerprint naming the key, safe to store beside the ciphertext."""
+    return hashlib.sha256(b"sidecar-key-id" + key).hexdigest()[:16]

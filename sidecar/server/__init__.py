@@ -1,0 +1,1 @@
+"""Transport, framing and dispatch: the JSON-RPC machinery, apart from any capability."""

@@ -1,0 +1,62 @@
+"""What a handler gets besides its params: who asked, and a way to stream back."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from protocol.jsonrpc import RequestId
+from protocol.spec import NotificationSpec
+
+if TYPE_CHECKING:
+    from sidecar.server.session import Session
+
+
+class Stream:
+    """Streamed notifications of one kind, tied to one request.
+
+    Every message carries `requestId` and a `seq` counting from 0. `send` waits while the
+    outgoing queue is full, so a fast producer cannot outrun a slow shell's memory.
+    """
+
+    __slots__ = ("_ctx", "_spec")
+
+    def __init__(self, ctx: RequestContext, spec: NotificationSpec) -> None:
+        self._ctx = ctx
+        self._spec = spec
+
+    async def send(self, **fields: Any) -> None:
+        ctx = self._ctx
+        if ctx.request_id is None:
+            return  # a notification has nobody to stream to
+        event = self._spec.params(requestId=ctx.request_id, seq=ctx.next_seq(), **fields)
+        await ctx.session.notify(self._spec.name, event)
+
+
+class RequestContext:
+    __slots__ = ("session", "request_id", "method", "deferred", "scope", "started", "_seq", "__weakref__")
+
+    def __init__(self, session: Session, request_id: RequestId | None, method: str) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.method = method
+        #: set by an async route: the call to run in the request's own task
+        self.deferred: Callable[[], Awaitable[Any]] | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.started = False
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    def stream(self, spec: NotificationSpec) -> Stream:
+        return Stream(self, spec)
+
+    async def broadcast(self, spec: NotificationSpec, event: msgspec.Struct) -> None:
+        """A notification not tied to this request (e.g. settings/changed)."""
+        await self.session.notify(spec.name, event)

@@ -1,0 +1,145 @@
+"""Message framing on a byte stream: newline-delimited JSON or LSP `Content-Length:` headers.
+
+The framing is detected from the first non-blank bytes of the session and replies use the
+same one. Oversized messages are reported and skipped so the stream resynchronises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+NDJSON = "ndjson"
+CONTENT_LENGTH = "content-length"
+
+_HEADER_PREFIX = b"content-length:"
+_WHITESPACE = b" \t\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class FrameError:
+    """Something in the stream that is not a message: answered with an error, then skipped."""
+
+    kind: str  # "oversized" | "bad_header"
+    size: int = 0
+
+
+class FrameDecoder:
+    """Feed bytes in, get complete message payloads (bytes) or FrameErrors out."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.framing: str | None = None
+        self._buf = bytearray()
+        self._discarding = False  # ndjson: skipping the rest of an oversized line
+        self._skip = 0  # content-length: body bytes of an oversized message still to skip
+
+    def feed(self, data: bytes) -> Iterator[bytes | FrameError]:
+        self._buf += data
+        if self.framing is None and not self._detect():
+            return
+        if self.framing == NDJSON:
+            yield from self._ndjson()
+        else:
+            yield from self._content_length()
+
+    def _detect(self) -> bool:
+        start = 0
+        while start < len(self._buf) and self._buf[start] in _WHITESPACE:
+            start += 1
+        head = bytes(self._buf[start:start + len(_HEADER_PREFIX)]).lower()
+        if not head:
+            return False
+        if _HEADER_PREFIX.startswith(head) and len(head) < len(_HEADER_PREFIX):
+            if len(self._buf) - start < len(_HEADER_PREFIX):
+                return False  # could still become a header: wait for more bytes
+        self.framing = CONTENT_LENGTH if head == _HEADER_PREFIX else NDJSON
+        return True
+
+    def _ndjson(self) -> Iterator[bytes | FrameError]:
+        buf = self._buf
+        pos = 0
+        while True:
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+            else:
+                line = bytes(buf[pos:end]).strip()
+                if len(line) > self.max_message_bytes:
+                    yield FrameError("oversized", len(line))
+                elif line:
+                    yield line
+            pos = end + 1
+        del buf[:pos]
+        if len(buf) > self.max_message_bytes:
+            if not self._discarding:
+                yield FrameError("oversized", len(buf))
+            self._discarding = True
+            buf.clear()
+
+    def _content_length(self) -> Iterator[bytes | FrameError]:
+        buf = self._buf
+        while True:
+            if self._skip:
+                n = min(self._skip, len(buf))
+                del buf[:n]
+                self._skip -= n
+                if self._skip:
+                    return
+            while buf[:1] in (b"\r", b"\n", b" ", b"\t"):
+                del buf[:1]
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > 8192:  # no header is this long: junk, resynchronise
+                    yield FrameError("bad_header")
+                    self._resync(1)
+                    continue
+                return
+            length = self._parse_length(bytes(buf[:end]))
+            if length is None:
+                yield FrameError("bad_header")
+                self._resync(1)
+                continue
+            body_start = end + 4
+            if length > self.max_message_bytes:
+                yield FrameError("oversized", length)
+                del buf[:body_start]
+                self._skip = length
+                continue
+            if len(buf) - body_start < length:
+                return
+            payload = bytes(buf[body_start:body_start + length])
+            del buf[:body_start + length]
+            yield payload
+
+    def _resync(self, start: int) -> None:
+        """Drop bytes up to the next header that looks like `Content-Length:`."""
+        idx = bytes(self._buf).lower().find(_HEADER_PREFIX, start)
+        if idx < 0:
+            keep = len(_HEADER_PREFIX) - 1  # a header may be split across reads
+            del self._buf[:max(start, len(self._buf) - keep)]
+        else:
+            del self._buf[:idx]
+
+    @staticmethod
+    def _parse_length(header: bytes) -> int | None:
+        length = None
+        for line in header.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                return None
+            if name.strip().lower() == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    return None
+        return length if length is not None and length >= 0 else None
+
+
+def frame(payload: bytes, framing: str | None) -> bytes:
+    """Wrap one encoded message for the wire in the session's framing."""
+    if framing == CONTENT_LENGTH:
+        return b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    return payload + b"\n"

@@ -1,0 +1,94 @@
+"""The bounded queue between everything that answers and the one task that writes stdout.
+
+Streaming producers `await put()` and wait while the queue holds more than `limit_bytes`, so
+a shell that reads slowly slows the producers instead of growing memory. Responses from the
+read loop use `put_nowait()` and never wait there: a read loop stuck behind a full pipe
+could deadlock a client that is itself blocked writing to us. Responses are bounded by the
+requests read; `over_hard_limit` tells the read loop to stop reading until the backlog
+drains, so even a client that never reads cannot grow us without bound.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+WRITE_BATCH_BYTES = 1 << 20
+
+
+class Outbox:
+    def __init__(self, write: Callable[[bytes], Awaitable[None]], limit_bytes: int = 8 << 20) -> None:
+        self._write = write
+        self.limit_bytes = limit_bytes
+        self.hard_limit_bytes = limit_bytes * 4
+        self._items: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.peak_bytes = 0
+        self._has_items = anyio.Event()
+        self._has_space = anyio.Event()
+        self._closed = False
+        self.broken = False  # the reader went away (EPIPE)
+
+    def put_nowait(self, data: bytes) -> None:
+        if self.broken:
+            return
+        self._items.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes > self.peak_bytes:
+            self.peak_bytes = self.pending_bytes
+        self._has_items.set()
+
+    async def put(self, data: bytes) -> None:
+        while self.pending_bytes >= self.limit_bytes and not self.broken:
+            if self._has_space.is_set():
+                self._has_space = anyio.Event()
+            await self._has_space.wait()
+        self.put_nowait(data)
+
+    @property
+    def over_hard_limit(self) -> bool:
+        return self.pending_bytes >= self.hard_limit_bytes
+
+    async def wait_below_limit(self) -> None:
+        while self.pending_bytes >= self.limit_bytes and not self.broken:
+            if self._has_space.is_set():
+                self._has_space = anyio.Event()
+            await self._has_space.wait()
+
+    async def run(self) -> None:
+        """Write queued messages until closed and drained; coalesces into large writes."""
+        while True:
+            if not self._items:
+                if self._closed:
+                    return
+                self._has_items = anyio.Event()
+                await self._has_items.wait()
+                continue
+            batch = [self._items.popleft()]
+            size = len(batch[0])
+            while self._items and size < WRITE_BATCH_BYTES:
+                item = self._items.popleft()
+                batch.append(item)
+                size += len(item)
+            try:
+                await self._write(b"".join(batch) if len(batch) > 1 else batch[0])
+            except (BrokenPipeError, ConnectionResetError):
+                self.broken = True
+                self._items.clear()
+                self.pending_bytes = 0
+                self._has_space.set()
+                return
+            self.pending_bytes -= size
+            if self.pending_bytes < self.limit_bytes:
+                self._has_space.set()
+
+    def close(self) -> None:
+        """No more messages; `run` returns once the queue is drained."""
+        self._closed = True
+        self._has_items.set()
+
+    async def drain(self) -> None:
+        while self._items and not self.broken:
+            await anyio.sleep(0.001)

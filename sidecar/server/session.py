@@ -1,0 +1,397 @@
+"""One JSON-RPC session over a pair of byte streams: read, dispatch, answer, wind down.
+
+Concurrency rule (also in the README): requests are read and started in arrival order and
+run concurrently, at most `max_concurrency` at a time; the rest wait in arrival order. A
+route registered `ordered=True` (writes, and reads of the same state) also waits until every
+earlier ordered request has finished, so a shell may pipeline `settings/set` then
+`settings/get` and get what it set. Unordered requests never wait for ordered ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+
+from protocol import PROTOCOL_VERSION
+from protocol.errors import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    SERVER_NOT_INITIALIZED,
+    ErrorObject,
+)
+from protocol.jsonrpc import Envelope, ErrorResponse, Notification, RequestId, SuccessResponse
+from protocol.lifecycle import (
+    CANCEL_REQUEST,
+    EXIT,
+    INITIALIZE,
+    INITIALIZED,
+    SHUTDOWN,
+    CancelParams,
+    Empty,
+    InitializeParams,
+    InitializeResult,
+    ServerCapabilities,
+    ServerInfo,
+)
+from sidecar import __version__
+from sidecar.server import errors
+from sidecar.server.context import RequestContext
+from sidecar.server.framing import FrameDecoder, FrameError, frame
+from sidecar.server.outbox import Outbox
+from sidecar.server.router import Route, Router
+
+log = logging.getLogger("sidecar.server")
+
+_PRE_INIT = frozenset({INITIALIZE.name, EXIT.name, CANCEL_REQUEST.name})
+_AFTER_SHUTDOWN = frozenset({EXIT.name, CANCEL_REQUEST.name})
+
+
+class Reader(Protocol):
+    async def read(self) -> bytes: ...
+    def restore(self) -> None: ...
+
+
+class MetricsSink(Protocol):
+    def observe(self, method: str, seconds: float, outcome: str) -> None: ...
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    max_message_bytes: int = 64 << 20
+    max_concurrency: int = 64
+    #: requests read but not finished; past this the read loop pauses (backpressure)
+    max_pending: int = 4096
+    outbox_limit_bytes: int = 8 << 20
+    #: after stdin closes, how long running requests may finish before they are cancelled
+    eof_grace_seconds: float = 0.5
+
+
+@dataclass(slots=True)
+class _Batch:
+    responses: list[bytes] = field(default_factory=list)
+    waiting: int = 0
+    sealed: bool = False
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """A place in the ordered lane: wait for `previous`, then set `done`."""
+
+    previous: anyio.Event | None
+    done: anyio.Event
+
+
+class Session:
+    def __init__(self, router: Router, reader: Reader, write: Callable[[bytes], Awaitable[None]],
+                 config: SessionConfig, metrics: MetricsSink) -> None:
+        self.router = router
+        self.config = config
+        self.metrics = metrics
+        self.state = "new"  # new -> initialized -> shutdown
+        self.client_info: dict[str, Any] | None = None
+        self.exit_code = 0
+        self.started_monotonic = time.monotonic()
+        self._reader = reader
+        self._decoder = FrameDecoder(config.max_message_bytes)
+        self.outbox = Outbox(write, config.outbox_limit_bytes)
+        self._encode = msgspec.json.Encoder().encode
+        self._decode_envelope = msgspec.json.Decoder(Envelope).decode
+        self._decode_any = msgspec.json.Decoder().decode
+        self._limiter = anyio.CapacityLimiter(config.max_concurrency)
+        self._ordered_tail: anyio.Event | None = None
+        self._inflight: dict[tuple[bool, RequestId], list[RequestContext]] = {}
+        self.running = 0  # started, not finished
+        self.pending = 0  # read, not finished (queued + running)
+        self._below_pending = anyio.Event()
+        self._requests_tg: anyio.abc.TaskGroup | None = None
+        self._read_scope = anyio.CancelScope()
+        self.stop_reason: str | None = None
+        self._register_lifecycle()
+
+    # ---- lifecycle methods: they are session state, so they live here -------------
+
+    def _register_lifecycle(self) -> None:
+        self.router.method(INITIALIZE)(self._initialize)
+        self.router.method(SHUTDOWN)(self._shutdown)
+        self.router.notification(INITIALIZED)(lambda ctx, params: None)
+        self.router.notification(EXIT)(self._exit)
+        self.router.notification(CANCEL_REQUEST)(self._cancel_request)
+
+    def _initialize(self, ctx: RequestContext, params: InitializeParams) -> InitializeResult:
+        if self.state != "new":
+            raise errors.ProtocolFailure(errors.protocol_error(INVALID_REQUEST, "Already initialized",
+                                                         reason="initialize was already called"))
+        self.state = "initialized"
+        self.client_info = msgspec.to_builtins(params.clientInfo) if params.clientInfo else None
+        log.info("initialized by %s", self.client_info or "an unnamed client")
+        from protocol.catalog import NOTIFICATIONS
+        return InitializeResult(
+            protocolVersion=PROTOCOL_VERSION,
+            serverInfo=ServerInfo("sidecar", __version__),
+            methods=sorted(n for n, r in self.router.routes.items() if hasattr(r.spec, "result")),
+            notifications=sorted(n.name for n in NOTIFICATIONS
+                                 if n.direction == "server" or n.name in self.router.routes),
+            capabilities=ServerCapabilities(
+                framing=self._decoder.framing or "ndjson",
+                maxMessageBytes=self.config.max_message_bytes,
+                maxConcurrency=self.config.max_concurrency,
+                orderedMethods=sorted(n for n, r in self.router.routes.items() if r.ordered),
+            ),
+        )
+
+    def _shutdown(self, ctx: RequestContext, params: Empty) -> None:
+        self.state = "shutdown"
+        return None
+
+    def _exit(self, ctx: RequestContext, params: Empty) -> None:
+        self.exit_code = 0 if self.state == "shutdown" else 1
+        self.stop("exit")
+
+    def _cancel_request(self, ctx: RequestContext, params: CancelParams) -> None:
+        for target in self._inflight.get(_key(params.id), ()):
+            if target.scope is not None:
+                target.scope.cancel()
+
+    # ---- the loop -------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        """Stop reading; running requests are cancelled, queued answers are flushed."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.info("stopping: %s", reason)
+        self._read_scope.cancel()
+
+    async def serve(self) -> int:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.outbox.run)
+            async with anyio.create_task_group() as requests:
+                self._requests_tg = requests
+                with self._read_scope:
+                    await self._read_loop()
+                await self._wind_down()
+            self.outbox.close()
+            with anyio.move_on_after(1.0):
+                await self.outbox.drain()
+            outer.cancel_scope.cancel()
+        self._reader.restore()
+        return self.exit_code
+
+    async def _read_loop(self) -> None:
+        while True:
+            chunk = await self._reader.read()
+            if not chunk:
+                self.stop_reason = self.stop_reason or "stdin closed"
+                log.info("stdin closed")
+                return
+            for item in self._decoder.feed(chunk):
+                if isinstance(item, FrameError):
+                    self._frame_error(item)
+                else:
+                    self.handle_payload(item)
+            if self.pending >= self.config.max_pending:
+                self._below_pending = anyio.Event()
+                await self._below_pending.wait()
+            if self.outbox.over_hard_limit:
+                await self.outbox.wait_below_limit()
+            if self.outbox.broken:
+                self.stop_reason = "stdout closed"
+                return
+
+    async def _wind_down(self) -> None:
+        if self.stop_reason == "stdin closed" and self.pending:
+            with anyio.move_on_after(self.config.eof_grace_seconds):
+                while self.pending:
+                    await anyio.sleep(0.005)
+        for contexts in list(self._inflight.values()):
+            for ctx in contexts:
+                if ctx.scope is not None:
+                    ctx.scope.cancel()
+
+    # ---- one message ----------------------------------------------------------
+
+    def handle_payload(self, payload: bytes) -> None:
+        try:
+            envelope = self._decode_envelope(payload)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            self._handle_irregular(payload)
+            return
+        answer = self._handle_envelope(envelope, None)
+        if answer is not None:
+            self._send(answer)
+
+    def _handle_irregular(self, payload: bytes) -> None:
+        try:
+            message = self._decode_any(payload)
+        except msgspec.DecodeError:
+            self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="not valid JSON")))
+            return
+        if isinstance(message, list):
+            if not message:
+                self._send(self._error_bytes(None, errors.protocol_error(
+                    INVALID_REQUEST, "Invalid request: empty batch", reason="a batch must not be empty")))
+                return
+            batch = _Batch()
+            for element in message:
+                answer = self._handle_element(element, batch)
+                if answer is not None:
+                    batch.responses.append(answer)
+            batch.sealed = True
+            self._flush_batch(batch)
+            return
+        answer = self._handle_element(message, None)
+        if answer is not None:
+            self._send(answer)
+
+    def _handle_element(self, element: Any, batch: _Batch | None) -> bytes | None:
+        try:
+            envelope = msgspec.convert(element, Envelope)
+        except msgspec.ValidationError as exc:
+            error = errors.invalid_params(exc, root="$")
+            reason = error.data.reason if error.data else None
+            return self._error_bytes(_salvage_id(element), errors.protocol_error(
+                INVALID_REQUEST, f"Invalid request: {reason} at {error.data.path if error.data else '$'}",
+                path=error.data.path if error.data else "$", reason=reason))
+        return self._handle_envelope(envelope, batch)
+
+    def _handle_envelope(self, envelope: Envelope, batch: _Batch | None) -> bytes | None:
+        """Answer at once (bytes), or start a task that answers later (None)."""
+        is_request = envelope.id is not msgspec.UNSET
+        request_id: RequestId | None = envelope.id if is_request else None  # type: ignore[assignment]
+        method = envelope.method
+        gate = self._gate(method)
+        if gate is not None:
+            return self._error_bytes(request_id, gate) if is_request else None
+        route = self.router.routes.get(method)
+        ctx = RequestContext(self, request_id, method)
+        started = time.perf_counter()
+        result, error = self.router.dispatch(ctx, envelope)
+        metric_name = method if route is not None else "(unknown)"
+        if ctx.deferred is not None and route is not None:
+            self._start(ctx, route, batch)
+            return None
+        self.metrics.observe(metric_name, time.perf_counter() - started, "ok" if error is None else "error")
+        if not is_request:
+            return None
+        if error is not None:
+            return self._error_bytes(request_id, error)
+        return self._encode(SuccessResponse(id=request_id, result=result))
+
+    def _gate(self, method: str) -> ErrorObject | None:
+        if self.state == "new" and method not in _PRE_INIT:
+            return errors.protocol_error(SERVER_NOT_INITIALIZED, "Server not initialized: send initialize first",
+                                         kind="not_initialized")
+        if self.state == "shutdown" and method not in _AFTER_SHUTDOWN:
+            return errors.protocol_error(INVALID_REQUEST, "Server is shutting down: only exit is accepted",
+                                         kind="shutting_down")
+        return None
+
+    # ---- requests that run in their own task ------------------------------------
+
+    def _start(self, ctx: RequestContext, route: Route, batch: _Batch | None) -> None:
+        assert self._requests_tg is not None
+        ctx.scope = anyio.CancelScope()
+        ticket = None
+        if route.ordered:
+            ticket = _Ticket(self._ordered_tail, anyio.Event())
+            self._ordered_tail = ticket.done
+        if ctx.request_id is not None:
+            self._inflight.setdefault(_key(ctx.request_id), []).append(ctx)
+            if batch is not None:
+                batch.waiting += 1
+        self.pending += 1
+        self._requests_tg.start_soon(self._run, ctx, ticket, batch)
+
+    async def _run(self, ctx: RequestContext, ticket: _Ticket | None, batch: _Batch | None) -> None:
+        assert ctx.scope is not None and ctx.deferred is not None
+        started = time.perf_counter()
+        result: Any = None
+        error: ErrorObject | None = None
+        try:
+            with ctx.scope:
+                if ticket is not None and ticket.previous is not None:
+                    await ticket.previous.wait()
+                async with self._limiter:
+                    ctx.started = True
+                    self.running += 1
+                    try:
+                        result = await ctx.deferred()
+                    finally:
+                        self.running -= 1
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error
+            error = errors.from_exception(exc, ctx.method)
+        if ctx.scope.cancelled_caught or (ctx.scope.cancel_called and error is None and not ctx.started):
+            error = errors.cancelled()
+        outcome = "ok" if error is None else ("cancelled" if error.code == -32800 else "error")
+        self.metrics.observe(ctx.method, time.perf_counter() - started, outcome)
+        if ctx.request_id is not None:
+            answer = (self._error_bytes(ctx.request_id, error) if error is not None
+                      else self._encode(SuccessResponse(id=ctx.request_id, result=result)))
+            contexts = self._inflight.get(_key(ctx.request_id))
+            if contexts is not None:
+                contexts.remove(ctx)
+                if not contexts:
+                    del self._inflight[_key(ctx.request_id)]
+            if batch is not None:
+                batch.responses.append(answer)
+                batch.waiting -= 1
+                self._flush_batch(batch)
+            else:
+                self._send(answer)
+        self.pending -= 1
+        if self.pending < self.config.max_pending:
+            self._below_pending.set()
+        if ticket is not None:
+            if ticket.previous is not None and not ticket.previous.is_set():
+                # cancelled while waiting its turn: the next in line must still wait for
+                # the one before us, so hand on only once it is done
+                with anyio.CancelScope(shield=True):
+                    await ticket.previous.wait()
+            ticket.done.set()
+
+    # ---- output ---------------------------------------------------------------
+
+    def _flush_batch(self, batch: _Batch) -> None:
+        if batch.sealed and batch.waiting == 0 and batch.responses:
+            self._send(b"[" + b",".join(batch.responses) + b"]")
+            batch.responses = []
+
+    def _error_bytes(self, request_id: RequestId | None, error: ErrorObject) -> bytes:
+        return self._encode(ErrorResponse(id=request_id, error=error))
+
+    def _frame_error(self, item: FrameError) -> None:
+        if item.kind == "oversized":
+            error = errors.protocol_error(
+                INVALID_REQUEST, "Message too large", kind="resource_exhausted",
+                limit=self.config.max_message_bytes, size=item.size)
+        else:
+            error = errors.protocol_error(PARSE_ERROR, "Parse error: bad Content-Length header",
+                                          reason="bad Content-Length header")
+        self._send(self._error_bytes(None, error))
+
+    def _send(self, payload: bytes) -> None:
+        self.outbox.put_nowait(frame(payload, self._decoder.framing))
+
+    async def notify(self, method: str, params: msgspec.Struct) -> None:
+        await self.outbox.put(frame(self._encode(Notification(method=method, params=params)), self._decoder.framing))
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+
+def _key(request_id: RequestId) -> tuple[bool, RequestId]:
+    return (isinstance(request_id, str), request_id)
+
+
+def _salvage_id(element: Any) -> RequestId | None:
+    """The id of an invalid request, when it has a usable one (JSON-RPC: else null)."""
+    if isinstance(element, dict):
+        value = element.get("id")
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+    return None

@@ -1,0 +1,135 @@
+"""The process's stdio, made safe for a protocol.
+
+`claim_stdout` keeps a private duplicate of fd 1 for protocol output and points fd 1 and
+`sys.stdout` at stderr, so a `print` in any library or C extension (pyttsx3 prints on every
+save) lands in the log stream, never in the protocol stream.
+
+`FdReader`/`FdWriter` move bytes with non-blocking fds and `anyio.wait_readable`/
+`wait_writable`: no thread hop per line (the MCP SDK's `anyio.wrap_file` caps a child at
+about 3k lines/s). Windows has no readiness for pipes, so there one thread reads 64 KiB
+chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from dataclasses import dataclass
+
+import anyio
+
+CHUNK = 65536
+
+
+@dataclass(slots=True)
+class ProtocolFds:
+    read_fd: int
+    write_fd: int
+
+
+def claim_stdout() -> ProtocolFds:
+    """Take fd 0 and a private copy of fd 1 for the protocol; send everything else to stderr."""
+    sys.stdout.flush()
+    write_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if hasattr(os, "set_inheritable"):
+        os.set_inheritable(write_fd, False)  # child processes must not inherit the protocol pipe
+    return ProtocolFds(read_fd=0, write_fd=write_fd)
+
+
+def _pollable(fd: int) -> bool:
+    """Pipes, sockets and ttys work with readiness; regular files never block anyway."""
+    if sys.platform == "win32":
+        return False
+    mode = os.fstat(fd).st_mode
+    return not stat.S_ISREG(mode) and not stat.S_ISBLK(mode)
+
+
+class _NonBlocking:
+    """Sets O_NONBLOCK on a pollable fd and restores the flags on close (a tty is shared)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pollable = _pollable(fd)
+        self._was_blocking = False
+        if self.pollable:
+            self._was_blocking = os.get_blocking(fd)
+            os.set_blocking(fd, False)
+
+    def restore(self) -> None:
+        if self.pollable and self._was_blocking:
+            try:
+                os.set_blocking(self.fd, True)
+            except OSError:
+                pass
+
+
+class FdReader(_NonBlocking):
+    async def read(self) -> bytes:
+        """Next chunk of input; b"" at end of file."""
+        if not self.pollable:
+            await anyio.lowlevel.checkpoint()
+            return os.read(self.fd, CHUNK)
+        while True:
+            try:
+                return os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(self.fd)
+
+
+class ThreadReader:
+    """One reader thread feeding chunks to the event loop (Windows pipes)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        token = anyio.lowlevel.current_token()
+
+        def pump() -> None:
+            while True:
+                try:
+                    chunk = os.read(self.fd, CHUNK)
+                except OSError:
+                    chunk = b""
+                try:
+                    anyio.from_thread.run(self._send.send, chunk, token=token)
+                except Exception:
+                    return
+                if not chunk:
+                    return
+
+        self._thread = threading.Thread(target=pump, name="sidecar-stdin", daemon=True)
+        self._thread.start()
+
+    async def read(self) -> bytes:
+        if self._thread is None:
+            self.start()
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            return b""
+
+    def restore(self) -> None:
+        pass
+
+
+class FdWriter(_NonBlocking):
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                await anyio.wait_writable(self.fd)
+                continue
+            view = view[n:]
+
+
+def open_reader(fd: int) -> FdReader | ThreadReader:
+    return ThreadReader(fd) if sys.platform == "win32" else FdReader(fd)

@@ -1,0 +1,1 @@
+"""Persistence: the embedded SQLite database, its migrations, and one store module per table group."""

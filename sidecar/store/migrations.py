@@ -1,0 +1,118 @@
+"""Numbered SQL migrations (`migrations/NNNN_name.sql`), tracked by `PRAGMA user_version`.
+
+Each migration runs in one transaction. Before any migration the database is copied with
+SQLite's online backup API; if a migration fails the copy is restored, so a failed upgrade
+leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+
+log = logging.getLogger("sidecar.store")
+
+_NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+KEEP_BACKUPS = 5
+
+
+class MigrationError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    current: int
+    latest: int
+    pending: list[Migration]
+
+
+def default_migrations_dir() -> Path:
+    """Installed wheels carry them as package data; a source checkout has them at the top."""
+    packaged = Path(__file__).resolve().parent.parent / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def discover(directory: Path) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file name not of the form NNNN_name.sql: {path.name}")
+        found.append(Migration(int(match[1]), match[2], path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"migrations must be numbered 0001, 0002, ... without gaps; "
+                                 f"found {migration.path.name} where {expected:04d} was expected")
+    return found
+
+
+def user_version(conn: apsw.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+
+
+def status(conn: apsw.Connection, migrations: list[Migration]) -> MigrationStatus:
+    current = user_version(conn)
+    latest = migrations[-1].version if migrations else 0
+    if current > latest:
+        raise MigrationError(f"database schema version {current} is newer than this sidecar "
+                             f"knows ({latest}); upgrade sidecar")
+    return MigrationStatus(current, latest, [m for m in migrations if m.version > current])
+
+
+def backup(conn: apsw.Connection, backup_dir: Path, version: int) -> Path:
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    target = backup_dir / f"sidecar-v{version:04d}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}.db"
+    dest = apsw.Connection(str(target))
+    try:
+        with dest.backup("main", conn, "main") as copy:
+            copy.step(-1)
+    finally:
+        dest.close()
+    for old in sorted(backup_dir.glob("sidecar-v*.db"))[:-KEEP_BACKUPS]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def restore(conn: apsw.Connection, source: Path) -> None:
+    src = apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        with conn.backup("main", src, "main") as copy:
+            copy.step(-1)
+    finally:
+        src.close()
+
+
+def apply(conn: apsw.Connection, migrations: list[Migration], backup_dir: Path) -> list[Migration]:
+    """Apply pending migrations; on failure restore the backup and raise MigrationError."""
+    state = status(conn, migrations)
+    if not state.pending:
+        return []
+    saved = backup(conn, backup_dir, state.current) if state.current > 0 else None
+    for migration in state.pending:
+        sql = migration.path.read_text(encoding="utf-8")
+        try:
+            with conn:  # one transaction per migration
+                conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {migration.version:d}")  # an int, not input
+        except apsw.Error as exc:
+            if saved is not None:
+                restore(conn, saved)
+                log.error("migration %s failed; database restored from %s", migration.path.name, saved)
+            raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+        log.info("applied migration %s", migration.path.name)
+    return state.pending

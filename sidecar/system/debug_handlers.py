@@ -1,0 +1,39 @@
+"""debug/*: failure modes on purpose, registered only with --debug-methods."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import anyio
+
+from protocol import debug as p
+from protocol.lifecycle import Empty
+from sidecar.server.context import RequestContext
+from sidecar.server.lifeline import child_preexec
+from sidecar.server.router import Router
+
+
+def register(router: Router) -> None:
+    @router.method(p.FAIL)
+    def fail(ctx: RequestContext, params: Empty) -> None:
+        raise RuntimeError("debug/fail was called; this text must stay in the log")
+
+    @router.method(p.SLEEP)
+    async def sleep(ctx: RequestContext, params: p.SleepParams) -> p.SleepResult:
+        began = time.monotonic()
+        await anyio.sleep(params.seconds)
+        return p.SleepResult(time.monotonic() - began)
+
+    @router.method(p.PRINT)
+    def print_(ctx: RequestContext, params: p.PrintParams) -> Empty:
+        print(params.text, flush=True)
+        os.write(1, params.text.encode() + b"\n")  # what C code writing to stdout does
+        return Empty()
+
+    @router.method(p.SPAWN)
+    def spawn(ctx: RequestContext, params: p.SpawnParams) -> p.SpawnResult:
+        child = subprocess.Popen(params.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 preexec_fn=child_preexec if params.dieWithDaemon and os.name == "posix" else None)
+        return p.SpawnResult(child.pid)

@@ -1,0 +1,54 @@
+"""system/*: the RPC edge of SystemService and Metrics."""
+
+from __future__ import annotations
+
+from protocol import system as p
+from protocol.lifecycle import Empty
+from sidecar.server.context import RequestContext
+from sidecar.server.router import Router
+from sidecar.system.metrics import BUCKETS_MS, Metrics
+from sidecar.system.service import SystemService, run_stream
+
+_INF_WIRE = 1e308  # JSON has no infinity
+
+
+def register(router: Router, service: SystemService, metrics: Metrics) -> None:
+    @router.method(p.PING)
+    def ping(ctx: RequestContext, params: Empty) -> p.PingResult:
+        return p.PingResult()
+
+    @router.method(p.HEALTH)
+    async def health(ctx: RequestContext, params: Empty) -> p.HealthResult:
+        db = await service.db_health()
+        session = ctx.session
+        return p.HealthResult(
+            status="ok" if db.ok else "degraded", uptimeSeconds=service.uptime(),
+            activeRequests=session.running, queuedRequests=max(0, session.pending - session.running),
+            db=db,
+        )
+
+    @router.method(p.METRICS)
+    def metrics_(ctx: RequestContext, params: p.MetricsParams) -> p.MetricsResult:
+        requests, errors = metrics.totals()
+        methods = []
+        for name, s in sorted(metrics.methods.items()):
+            cumulative = 0
+            buckets = []
+            for bound, n in zip((*BUCKETS_MS, _INF_WIRE), s.buckets):
+                cumulative += n
+                buckets.append(p.LatencyBucket(float(bound), cumulative))
+            methods.append(p.MethodMetrics(
+                method=name, count=s.count, errors=s.errors, cancelled=s.cancelled,
+                latencySumMs=s.sum_ms, p50Ms=min(s.quantile(0.5), _INF_WIRE),
+                p99Ms=min(s.quantile(0.99), _INF_WIRE), buckets=buckets))
+        return p.MetricsResult(
+            uptimeSeconds=service.uptime(), requests=requests, errors=errors, methods=methods,
+            prometheus=metrics.prometheus() if params.prometheus else None)
+
+    @router.method(p.INFO)
+    def info(ctx: RequestContext, params: Empty) -> p.InfoResult:
+        return service.info()
+
+    @router.method(p.STREAM)
+    async def stream(ctx: RequestContext, params: p.StreamParams) -> p.StreamResult:
+        return await run_stream(params, ctx.stream(p.STREAM_CHUNK).send)

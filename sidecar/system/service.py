@@ -1,0 +1,99 @@
+"""Health, process and version facts about the running daemon."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import apsw
+import msgspec
+import psutil
+
+from protocol import PROTOCOL_VERSION
+from protocol import system as p
+from sidecar import __version__
+from sidecar.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    data_dir: Path
+    database: Path
+    log_file: Path
+
+
+class SystemService:
+    def __init__(self, db: Database, paths: Paths) -> None:
+        self.db = db
+        self.paths = paths
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self._started = time.monotonic()
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # prime: the next call measures since now
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    async def db_health(self) -> p.DbHealth:
+        began = time.perf_counter()
+        try:
+            version = await self.db.read(lambda conn: int(conn.execute("PRAGMA user_version").fetchall()[0][0]))
+        except apsw.Error as exc:
+            return p.DbHealth(False, -1, (time.perf_counter() - began) * 1000, type(exc).__name__)
+        return p.DbHealth(True, version, (time.perf_counter() - began) * 1000)
+
+    def info(self) -> p.InfoResult:
+        proc = self._process
+        with proc.oneshot():
+            cpu = proc.cpu_times()
+            process = p.ProcessInfo(
+                pid=proc.pid, parentPid=proc.ppid(), rssBytes=proc.memory_info().rss,
+                cpuPercent=proc.cpu_percent(None), cpuUserSeconds=cpu.user, cpuSystemSeconds=cpu.system,
+                threads=proc.num_threads(),
+            )
+        versions = p.Versions(
+            sidecar=__version__, protocol=PROTOCOL_VERSION, python=platform.python_version(),
+            sqlite=apsw.sqlite_lib_version(), apsw=apsw.apsw_version(), msgspec=msgspec.__version__,
+            anyio=_version("anyio"), platform=f"{sys.platform}-{platform.machine()}",
+        )
+        return p.InfoResult(
+            versions=versions, dataDir=str(self.paths.data_dir), databasePath=str(self.paths.database),
+            logPath=str(self.paths.log_file), startedAt=self.started_at.isoformat().replace("+00:00", "Z"),
+            uptimeSeconds=self.uptime(), process=process,
+        )
+
+
+def stream_chunks(count: int, size: int) -> Iterator[str]:
+    """Deterministic test chunks: chunk i repeats "i." to `size` characters."""
+    for i in range(count):
+        unit = f"{i:x}."
+        yield (unit * (size // len(unit) + 1))[:size]
+
+
+async def run_stream(params: p.StreamParams, send) -> p.StreamResult:  # type: ignore[no-untyped-def]
+    digest = hashlib.sha256()
+    total = 0
+    for chunk in stream_chunks(params.count, params.chunkBytes):
+        if params.intervalMs:
+            await anyio.sleep(params.intervalMs / 1000)
+        encoded = chunk.encode()
+        digest.update(encoded)
+        total += len(encoded)
+        await send(data=chunk)
+    return p.StreamResult(params.count, total, digest.hexdigest())
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
