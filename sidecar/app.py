@@ -8,13 +8,20 @@ import os
 from typing import Any
 
 import anyio
+import apsw
 
 from sidecar import logs
 from sidecar.config import DaemonConfig
 from sidecar.security import handlers as secrets_handlers
 from sidecar.security.keys import choose_provider
 from sidecar.security.secret_service import SecretService
-from sidecar.server.lifeline import ParentWatch, set_parent_death_signal, terminate_descendants, watch_signals
+from sidecar.server.lifeline import (
+    ParentWatch,
+    arm_parent_death_signal,
+    hold_parent_death_signal,
+    terminate_descendants,
+    watch_signals,
+)
 from sidecar.server.router import Router
 from sidecar.server.session import Session, SessionConfig
 from sidecar.server.stdio import FdWriter, claim_stdout, open_reader
@@ -37,21 +44,32 @@ def run(config: DaemonConfig) -> int:
     fds = claim_stdout()
     logs.setup(config.log_path, config.log_level or "info")
     parent_pid = config.parent_pid if config.parent_pid is not None else os.getppid()
-    if config.watch_parent and parent_pid == os.getppid():
-        set_parent_death_signal()
+    armed = config.watch_parent and parent_pid == os.getppid() and arm_parent_death_signal()
     try:
         return anyio.run(_serve, config, fds.read_fd, fds.write_fd, parent_pid)
-    except MigrationError as exc:
+    except StartupError as exc:
         log.error("cannot start: %s", exc)
         return 2
     finally:
+        if armed:
+            hold_parent_death_signal()  # the loop's handler is gone; its default action would kill us here
         terminate_descendants()
+
+
+class StartupError(Exception):
+    """The daemon cannot serve at all (e.g. its database is unusable): one log line, exit 2."""
 
 
 async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: int) -> int:
     db = Database(config.database_path, config.migrations_dir)
-    db.open()
     try:
+        try:
+            db.open()
+        except MigrationError as exc:
+            raise StartupError(str(exc)) from None
+        except (apsw.Error, OSError) as exc:
+            # a corrupt or foreign file, a read-only directory...: say which file, not a traceback
+            raise StartupError(f"cannot open the database {config.database_path}: {exc}") from None
         router = Router()
         metrics = _wire(router, config, db)
         reader = open_reader(read_fd)

@@ -39,11 +39,13 @@ class DaemonClient:
     def __init__(self, argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None,
                  stderr: IO[bytes] | int | None = subprocess.DEVNULL, framing: str = "ndjson",
                  on_notification: Callable[[dict[str, Any]], None] | None = None,
-                 on_message: Callable[[bytes], None] | None = None) -> None:
+                 on_message: Callable[[bytes], None] | None = None, new_session: bool = False) -> None:
         self.argv = list(argv or daemon_argv())
         self.framing = framing
+        # new_session: out of the terminal's process group, so Ctrl-C at an interactive
+        # client (sidecar shell) reaches only the client, not the daemon
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=stderr, env=env)
+                                     stderr=stderr, env=env, start_new_session=new_session)
         self.notifications: queue.Queue[dict[str, Any]] = queue.Queue()
         #: every message that arrived without a waiting caller (batches, id-less errors, ...)
         self.unrouted: queue.Queue[Any] = queue.Queue()

@@ -54,17 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     shell = sub.add_parser("shell", help="interactive session with a spawned daemon")
     _daemon_options(shell)
+    shell.add_argument("--timeout", type=float, default=600.0,
+                       help="seconds to wait for an answer (Ctrl-C cancels the request sooner)")
     shell.add_argument("--daemon", nargs=argparse.REMAINDER, default=None,
                        help="daemon command line (default: this sidecar's serve); must come last")
 
     record = sub.add_parser("record", help="pass a session through to a daemon and write it as a transcript")
     record.add_argument("--out", type=Path, required=True, help="transcript file (JSON Lines)")
+    record.add_argument("--description", default="", help="what the session shows (in the transcript header)")
     record.add_argument("daemon", nargs=argparse.REMAINDER,
                         help="-- then the daemon command (default: this sidecar's serve)")
 
     replay = sub.add_parser("replay", help="replay a transcript against a fresh daemon and report differences")
     replay.add_argument("file", type=Path)
     replay.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each expected message")
+    replay.add_argument("--verbose", action="store_true", help="show the daemon's log (stderr)")
     replay.add_argument("--daemon", nargs=argparse.REMAINDER, default=None,
                         help="daemon command line (default: the one in the transcript); must come last")
 

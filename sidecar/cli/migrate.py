@@ -19,13 +19,16 @@ def run(args: argparse.Namespace) -> int:
 
             from sidecar.store import migrations
 
-            data_dir.mkdir(parents=True, exist_ok=True)
-            conn = apsw.Connection(str(db.path))
-            try:
-                state = migrations.status(conn, migrations.discover(db.migrations_dir))
-            finally:
-                conn.close()
-            print(f"database: {db.path}")
+            known = migrations.discover(db.migrations_dir)
+            if db.path.exists():  # read-only: asking for the status must not create or change it
+                conn = apsw.Connection(str(db.path), flags=apsw.SQLITE_OPEN_READONLY)
+                try:
+                    state = migrations.status(conn, known)
+                finally:
+                    conn.close()
+            else:
+                state = migrations.MigrationStatus(0, known[-1].version if known else 0, known)
+            print(f"database: {db.path}" + ("" if db.path.exists() else " (not created yet)"))
             print(f"schema version: {state.current} (latest {state.latest})")
             if state.pending:
                 print("pending:")

@@ -25,4 +25,4 @@ def register(router: Router, service: SecretService) -> None:
 
     @router.method(p.LIST, ordered=True)
     async def list_(ctx: RequestContext, params: Empty) -> p.SecretListResult:
-        return p.SecretListResult([_meta(i) for i in await service.list()], service.backend)
+        return p.SecretListResult([_meta(i) for i in await service.list()], await service.key_backend())

@@ -46,20 +46,35 @@ class FileKeyProvider:
             pass
         self.path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_bytes(KEY_BYTES)
+        # write a private temporary file, then link it into place: a crash mid-write never
+        # leaves a truncated key file behind, and of two racing processes exactly one wins
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return self._load()
-        with os.fdopen(fd, "wb") as f:
-            f.write(base64.b64encode(key))
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64encode(key))
+                f.flush()
+                os.fsync(f.fileno())  # secrets encrypted with this key outlive a power cut only if it does
+            try:
+                os.link(temp, self.path)
+            except FileExistsError:  # another process made it first: use theirs
+                return self._load()
+        finally:
+            temp.unlink(missing_ok=True)
         log.info("created secrets key file %s", self.path)
         return key
 
     def _load(self) -> bytes:
         info = os.stat(self.path)
-        if sys.platform != "win32" and stat.S_IMODE(info.st_mode) & 0o077:
-            raise KeyUnavailable(f"{self.path} is readable by others; refusing to use it (chmod 600)")
-        key = base64.b64decode(self.path.read_bytes())
+        if sys.platform != "win32":
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                raise KeyUnavailable(f"{self.path} is readable by others; refusing to use it (chmod 600)")
+            if info.st_uid != os.getuid():
+                raise KeyUnavailable(f"{self.path} belongs to another user; refusing to use it")
+        try:
+            key = base64.b64decode(self.path.read_bytes(), validate=True)
+        except ValueError:
+            key = b""
         if len(key) != KEY_BYTES:
             raise KeyUnavailable(f"{self.path} does not hold a {KEY_BYTES}-byte key")
         return key
@@ -81,12 +96,16 @@ class KeyringKeyProvider:
             return False
         from keyring.backends.chainer import ChainerBackend
 
-        backend = keyring.get_keyring()
-        if isinstance(backend, fail.Keyring):
+        try:
+            backend = keyring.get_keyring()
+            if isinstance(backend, fail.Keyring):
+                return False
+            if isinstance(backend, ChainerBackend):
+                return bool(backend.backends)
+            # a backend says "not here" with a priority that raises (keyring's convention)
+            return float(getattr(backend, "priority", 0)) > 0
+        except Exception:  # noqa: BLE001 - any failure to probe means "no keyring"
             return False
-        if isinstance(backend, ChainerBackend):
-            return bool(backend.backends)
-        return float(getattr(backend, "priority", 0)) > 0
 
     def load_or_create(self) -> bytes:
         import keyring
@@ -94,12 +113,21 @@ class KeyringKeyProvider:
         try:
             stored = keyring.get_password(KEYRING_SERVICE, self.username)
             if stored is None:
-                key = secrets.token_bytes(KEY_BYTES)
-                keyring.set_password(KEYRING_SERVICE, self.username, base64.b64encode(key).decode())
-                return key
-            return base64.b64decode(stored)
+                keyring.set_password(KEYRING_SERVICE, self.username,
+                                     base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode())
+                # read back: if another process stored its key at the same moment, both use
+                # the one that stuck, and a backend that silently drops writes is caught here
+                stored = keyring.get_password(KEYRING_SERVICE, self.username)
         except Exception as exc:  # noqa: BLE001 - keyring backends raise many types
             raise KeyUnavailable(f"the OS keyring failed: {type(exc).__name__}") from None
+        try:
+            key = base64.b64decode(stored or "", validate=True)
+        except ValueError:
+            key = b""
+        if len(key) != KEY_BYTES:
+            raise KeyUnavailable(f"the OS keyring entry {KEYRING_SERVICE}/{self.username} does not hold "
+                                 f"a {KEY_BYTES}-byte key")
+        return key
 
 
 def choose_provider(backend: str, data_dir: Path) -> KeyProvider:

@@ -38,29 +38,27 @@ class SecretService:
         self._key_id = ""
         self._lock = anyio.Lock()
 
-    @property
-    def provider(self) -> KeyProvider:
-        """Chosen on first use: probing the OS keyring imports `keyring`, which is slow."""
-        if self._provider is None:
-            self._provider = self._choose_provider()
-        return self._provider
+    async def key_backend(self) -> str:
+        """Where the key lives ("keyring" or "file")."""
+        async with self._lock:
+            return (await self._provider_now()).name
 
-    @property
-    def backend(self) -> str:
-        return self.provider.name
+    async def _provider_now(self) -> KeyProvider:
+        """Chosen on first use, in a worker thread: probing the OS keyring imports `keyring`
+        (slow) and may talk to a keyring daemon over D-Bus. Call with the lock held."""
+        if self._provider is None:
+            self._provider = await anyio.to_thread.run_sync(self._choose_provider)
+        return self._provider
 
     async def _cipher(self):  # type: ignore[no-untyped-def]
         """The AES-GCM cipher, made on first use (keyring and cryptography load lazily)."""
         async with self._lock:
             if self._aead is None:
+                provider = await self._provider_now()
                 try:
-                    key = await anyio.to_thread.run_sync(self.provider.load_or_create)
+                    self._aead, self._key_id = await anyio.to_thread.run_sync(_make_cipher, provider)
                 except KeyUnavailable as exc:
                     raise Unavailable(f"the secrets key is unavailable: {exc}") from None
-                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-                self._aead = AESGCM(key)
-                self._key_id = key_id(key)
             return self._aead
 
     async def set(self, name: str, value: str) -> SecretInfo:
@@ -92,6 +90,14 @@ class SecretService:
 
     async def list(self) -> list[SecretInfo]:
         return [_info(row) for row in await self.store.list()]
+
+
+def _make_cipher(provider: KeyProvider):  # type: ignore[no-untyped-def]
+    """Load the key and build the cipher (in a worker thread: importing cryptography is slow)."""
+    key = provider.load_or_create()
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key), key_id(key)
 
 
 def _info(row: SecretRow) -> SecretInfo:

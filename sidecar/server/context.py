@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from protocol.jsonrpc import RequestId
@@ -13,6 +14,12 @@ from protocol.spec import NotificationSpec
 
 if TYPE_CHECKING:
     from sidecar.server.session import Session
+
+
+#: a streaming handler yields to the event loop at least this often, even when the outgoing
+#: queue has room: without it a producer that never waits would starve the read loop, and a
+#: `$/cancelRequest` for it would be read only after it finished
+CHECKPOINT_EVERY = 64
 
 
 class Stream:
@@ -31,17 +38,25 @@ class Stream:
     async def send(self, **fields: Any) -> None:
         ctx = self._ctx
         if ctx.request_id is None:
-            return  # a notification has nobody to stream to
-        event = self._spec.params(requestId=ctx.request_id, seq=ctx.next_seq(), **fields)
+            return  # a notification (or an `id: null` request) has nobody to stream to
+        seq = ctx.next_seq()
+        event = self._spec.params(requestId=ctx.request_id, seq=seq, **fields)
         await ctx.session.notify(self._spec.name, event)
+        if seq % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+            await anyio.lowlevel.checkpoint()
 
 
 class RequestContext:
-    __slots__ = ("session", "request_id", "method", "deferred", "scope", "started", "_seq", "__weakref__")
+    __slots__ = ("session", "request_id", "is_request", "method", "deferred", "scope", "started", "_seq",
+                 "__weakref__")
 
-    def __init__(self, session: Session, request_id: RequestId | None, method: str) -> None:
+    def __init__(self, session: Session, request_id: RequestId | None, method: str, *,
+                 is_request: bool = True) -> None:
         self.session = session
+        #: None for a notification, and for a request sent with `id: null`
         self.request_id = request_id
+        #: a response is owed (JSON-RPC allows `id: null`, so request_id alone cannot say)
+        self.is_request = is_request
         self.method = method
         #: set by an async route: the call to run in the request's own task
         self.deferred: Callable[[], Awaitable[Any]] | None = None

@@ -53,9 +53,9 @@ def invalid_params(exc: msgspec.ValidationError, root: str = "$.params") -> Erro
     reason = match["reason"]
     path = match["path"] or "$"
     path = root + path[1:]
-    unknown = re.match(r"Object contains unknown field `(.*)`", reason)
-    if unknown:
-        path = f"{path}.{unknown[1]}"
+    named = re.match(r"Object (?:contains unknown|missing required) field `(.*)`", reason)
+    if named:
+        path = f"{path}.{named[1]}"
     return ErrorObject(INVALID_PARAMS, f"Invalid params: {reason} at {path}",
                        ErrorData(kind="invalid_params", path=path, reason=reason))
 
@@ -70,7 +70,7 @@ def from_exception(exc: BaseException, method: str) -> ErrorObject:
     if isinstance(exc, ProtocolFailure):
         return exc.error
     if isinstance(exc, InvalidValue):
-        return ErrorObject(INVALID_PARAMS, f"Invalid params: {exc.message}",
+        return ErrorObject(INVALID_PARAMS, f"Invalid params: {exc.message} at {exc.path}",
                            ErrorData(kind="invalid_params", path=exc.path, reason=exc.message))
     if isinstance(exc, SidecarError):
         code = APPLICATION_CODES.get(exc.kind, APPLICATION_CODES["application"])

@@ -32,6 +32,7 @@ class FrameDecoder:
         self.framing: str | None = None
         self._buf = bytearray()
         self._discarding = False  # ndjson: skipping the rest of an oversized line
+        self._scanned = 0  # ndjson: bytes of the buffer already known to hold no newline
         self._skip = 0  # content-length: body bytes of an oversized message still to skip
 
     def feed(self, data: bytes) -> Iterator[bytes | FrameError]:
@@ -60,7 +61,8 @@ class FrameDecoder:
         buf = self._buf
         pos = 0
         while True:
-            end = buf.find(b"\n", pos)
+            # a big line arrives in many reads: search only the new bytes, not all again
+            end = buf.find(b"\n", max(pos, self._scanned))
             if end < 0:
                 break
             if self._discarding:
@@ -73,11 +75,20 @@ class FrameDecoder:
                     yield line
             pos = end + 1
         del buf[:pos]
-        if len(buf) > self.max_message_bytes:
+        self._scanned = len(buf)
+        # A partial line already over the limit is reported now and skipped to its end, so
+        # memory stays bounded. Like a whole line, it is measured without leading whitespace,
+        # and with one byte of slack for the "\r" of a CRLF not yet followed by its "\n".
+        if len(buf) > self.max_message_bytes + 1:
             if not self._discarding:
+                del buf[:len(buf) - len(buf.lstrip(_WHITESPACE))]
+                self._scanned = len(buf)
+                if len(buf) <= self.max_message_bytes + 1:
+                    return
                 yield FrameError("oversized", len(buf))
             self._discarding = True
             buf.clear()
+            self._scanned = 0
 
     def _content_length(self) -> Iterator[bytes | FrameError]:
         buf = self._buf
@@ -100,7 +111,7 @@ class FrameDecoder:
             length = self._parse_length(bytes(buf[:end]))
             if length is None:
                 yield FrameError("bad_header")
-                self._resync(1)
+                self._resync(end + 4)
                 continue
             body_start = end + 4
             if length > self.max_message_bytes:
@@ -114,12 +125,13 @@ class FrameDecoder:
             del buf[:body_start + length]
             yield payload
 
-    def _resync(self, start: int) -> None:
-        """Drop bytes up to the next header that looks like `Content-Length:`."""
-        idx = bytes(self._buf).lower().find(_HEADER_PREFIX, start)
+    def _resync(self, junk_end: int) -> None:
+        """Drop a bad header: up to the next `Content-Length:` (which may sit inside the bad
+        block, after a junk line), else everything known to be junk (`buf[:junk_end]`)."""
+        idx = bytes(self._buf).lower().find(_HEADER_PREFIX, 1)
         if idx < 0:
-            keep = len(_HEADER_PREFIX) - 1  # a header may be split across reads
-            del self._buf[:max(start, len(self._buf) - keep)]
+            keep = len(_HEADER_PREFIX) - 1  # the next header may be split across reads
+            del self._buf[:max(junk_end, len(self._buf) - keep)]
         else:
             del self._buf[:idx]
 

@@ -4,6 +4,11 @@ Desktop shells orphan their sidecars on force-quit. We exit within a second of t
 dying: on Linux the kernel tells us at once (PR_SET_PDEATHSIG), everywhere a watchdog polls
 the parent. On the way out every descendant process (MCP servers, workers) is terminated,
 then killed if it lingers.
+
+The kernel sends the parent-death signal when the *thread* that forked us exits, not the
+process: a shell that spawns us from a worker thread (a Rust runtime's blocking pool, say)
+would kill us when that thread ends. So the signal is SIGUSR2, not SIGTERM, and it only
+makes us check whether the parent process is really gone.
 """
 
 from __future__ import annotations
@@ -21,17 +26,47 @@ import psutil
 log = logging.getLogger("sidecar.lifeline")
 
 PR_SET_PDEATHSIG = 1
+#: what the kernel sends us when our parent thread exits (Linux only)
+PARENT_DEATH_SIGNAL: int | None = getattr(signal, "SIGUSR2", None) if sys.platform.startswith("linux") else None
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+# resolved once, here: `child_preexec` runs between fork and exec, where loading a library
+# could deadlock on a lock another thread held at the fork
+_prctl = _find_prctl()
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     """Ask Linux to send us `sig` when the thread that forked us exits."""
-    if not sys.platform.startswith("linux"):
+    if _prctl is None:
         return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
+    return _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def _noted(signum: int, frame: object) -> None:
+    """Until the event loop listens (and after), the watchdog's poll does the work."""
+
+
+def hold_parent_death_signal() -> None:
+    """Make PARENT_DEATH_SIGNAL harmless outside the event loop (its default action kills)."""
+    if PARENT_DEATH_SIGNAL is not None:
+        signal.signal(PARENT_DEATH_SIGNAL, _noted)
+
+
+def arm_parent_death_signal() -> bool:
+    """Have the kernel tell us (PARENT_DEATH_SIGNAL) when our parent thread exits."""
+    if PARENT_DEATH_SIGNAL is None:
         return False
+    hold_parent_death_signal()
+    return set_parent_death_signal(PARENT_DEATH_SIGNAL)
 
 
 class ParentWatch:
@@ -56,11 +91,31 @@ class ParentWatch:
             return False
 
     async def watch(self, on_death: Callable[[str], None], interval: float = 0.25) -> None:
-        while True:
-            if not self.alive():
+        """Call `on_death` once the parent is gone: on the kernel's signal, or the next poll."""
+        async with anyio.create_task_group() as tg:
+            def gone() -> None:
                 on_death(f"parent process {self.parent_pid} exited")
-                return
+                tg.cancel_scope.cancel()
+
+            if PARENT_DEATH_SIGNAL is not None:
+                tg.start_soon(self._listen, gone)
+            tg.start_soon(self._poll, gone, interval)
+
+    async def _poll(self, gone: Callable[[], None], interval: float) -> None:
+        while self.alive():
             await anyio.sleep(interval)
+        gone()
+
+    async def _listen(self, gone: Callable[[], None]) -> None:
+        assert PARENT_DEATH_SIGNAL is not None
+        with anyio.open_signal_receiver(PARENT_DEATH_SIGNAL) as received:
+            async for _ in received:
+                if not self.alive():
+                    gone()
+                    return
+                # the thread that forked us ended; the kernel re-parented us to another thread
+                # of the same process, and will signal again when that one ends
+                log.info("the thread that started us exited; parent process %d lives on", self.parent_pid)
 
 
 async def watch_signals(on_signal: Callable[[str], None]) -> None:
@@ -95,5 +150,9 @@ def terminate_descendants(timeout: float = 0.5) -> int:
 
 
 def child_preexec() -> None:
-    """`preexec_fn` for children we spawn: they die with us even if we are killed -9."""
+    """`preexec_fn` for children we spawn: they die with us even if we are killed -9.
+
+    The kernel kills the child when the *thread* that spawned it exits: spawn from the event
+    loop's thread, never from a worker thread (anyio retires idle workers after 10 s).
+    """
     set_parent_death_signal(signal.SIGKILL)

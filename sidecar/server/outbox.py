@@ -29,6 +29,7 @@ class Outbox:
         self._has_items = anyio.Event()
         self._has_space = anyio.Event()
         self._closed = False
+        self._finished = anyio.Event()  # `run` has returned: everything queued was written
         self.broken = False  # the reader went away (EPIPE)
 
     def put_nowait(self, data: bytes) -> None:
@@ -59,6 +60,12 @@ class Outbox:
 
     async def run(self) -> None:
         """Write queued messages until closed and drained; coalesces into large writes."""
+        try:
+            await self._run()
+        finally:
+            self._finished.set()
+
+    async def _run(self) -> None:
         while True:
             if not self._items:
                 if self._closed:
@@ -90,5 +97,6 @@ class Outbox:
         self._has_items.set()
 
     async def drain(self) -> None:
-        while self._items and not self.broken:
-            await anyio.sleep(0.001)
+        """After `close`: wait until `run` has written everything, including a batch it has
+        already taken off the queue (cancelling it then would cut a message in half)."""
+        await self._finished.wait()

@@ -39,6 +39,10 @@ class Route:
     #: runs after every earlier ordered request has finished (see README, "Ordering")
     ordered: bool
 
+    @property
+    def is_notification(self) -> bool:
+        return isinstance(self.spec, NotificationSpec)
+
 
 def _identity(x: Any) -> Any:
     return x
@@ -73,6 +77,12 @@ class Router:
         Returns (result, None) or (None, error). For notifications the outcome is discarded
         by the caller; jsonrpcserver still runs the method.
         """
+        if isinstance(envelope.params, list) and envelope.method in self._entries:
+            # jsonrpcserver would call a method with `[]` as if no params were given; every
+            # params Struct is an object, so positional params are refused outright
+            return None, errors.protocol_error(
+                INVALID_PARAMS, "Invalid params: pass params by name, as an object",
+                path="$.params", reason="params must be an object")
         request: dict[str, Any] = {"method": envelope.method}
         if envelope.params is not msgspec.UNSET:
             request["params"] = envelope.params
@@ -103,6 +113,10 @@ def _as_error_object(code: int, data: Any, method: str) -> ErrorObject:
     return errors.protocol_error(code if code in (INVALID_PARAMS,) else -32603)
 
 
+async def _call_later(handler: Handler, ctx: RequestContext, params: Any) -> Any:
+    return handler(ctx, params)
+
+
 def _entry(route: Route) -> Callable[..., Any]:
     params_type = route.spec.params
     handler = route.handler
@@ -118,6 +132,10 @@ def _entry(route: Route) -> Callable[..., Any]:
             raise JsonRpcError(INVALID_PARAMS, "", errors.invalid_params(exc)) from None
         if route.is_async:
             ctx.deferred = partial(handler, ctx, params)
+            return Success(None)
+        if route.ordered:
+            # an ordered route must wait for its turn in the lane, so it cannot run inline
+            ctx.deferred = partial(_call_later, handler, ctx, params)
             return Success(None)
         try:
             return Success(handler(ctx, params))

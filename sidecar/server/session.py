@@ -4,7 +4,18 @@ Concurrency rule (also in the README): requests are read and started in arrival 
 run concurrently, at most `max_concurrency` at a time; the rest wait in arrival order. A
 route registered `ordered=True` (writes, and reads of the same state) also waits until every
 earlier ordered request has finished, so a shell may pipeline `settings/set` then
-`settings/get` and get what it set. Unordered requests never wait for ordered ones.
+`settings/get` and get what it set. Unordered requests never wait for ordered ones. Plain
+(non-async) unordered handlers run inline in the read loop and so answer at once.
+
+Message rules, where JSON-RPC 2.0 leaves a choice:
+- an id is a string or an integer of any size; a float (even 2.0), boolean, object or array
+  id makes the message an invalid request, answered with `id: null`;
+- `id: null` is a request (JSON-RPC discourages it, but allows it): it is answered, with
+  `id: null`, and cannot be cancelled or stream;
+- params must be an object; an array, even `[]`, is -32602;
+- a notification method (`initialized`, `exit`, `$/cancelRequest`) sent with an id is not
+  run and answers -32601; a request method sent without an id runs and is not answered;
+- duplicate ids are each answered; `$/cancelRequest` cancels every request with that id.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import msgspec
 from protocol import PROTOCOL_VERSION
 from protocol.errors import (
     INVALID_REQUEST,
+    METHOD_NOT_FOUND,
     PARSE_ERROR,
     SERVER_NOT_INITIALIZED,
     ErrorObject,
@@ -216,9 +228,20 @@ class Session:
     # ---- one message ----------------------------------------------------------
 
     def handle_payload(self, payload: bytes) -> None:
+        if not payload.isascii():
+            # msgspec raises UnicodeDecodeError (not DecodeError) for bad UTF-8 in a string, and
+            # skips unknown keys without checking it at all: a request whose "id" key is mangled
+            # would pass as a notification. JSON text must be UTF-8 throughout.
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="not valid UTF-8")))
+                return
         try:
             envelope = self._decode_envelope(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (ValueError, RecursionError):  # msgspec's errors are ValueErrors; see below
+            envelope = None
+        if envelope is None:  # handled outside the except: errors logged later would chain to it
             self._handle_irregular(payload)
             return
         answer = self._handle_envelope(envelope, None)
@@ -228,8 +251,11 @@ class Session:
     def _handle_irregular(self, payload: bytes) -> None:
         try:
             message = self._decode_any(payload)
-        except msgspec.DecodeError:
+        except ValueError:  # msgspec.DecodeError (UTF-8 was checked before)
             self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="not valid JSON")))
+            return
+        except RecursionError:  # msgspec's nesting limit: valid JSON, but no request is this deep
+            self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="nested too deeply")))
             return
         if isinstance(message, list):
             if not message:
@@ -268,7 +294,13 @@ class Session:
         if gate is not None:
             return self._error_bytes(request_id, gate) if is_request else None
         route = self.router.routes.get(method)
-        ctx = RequestContext(self, request_id, method)
+        if is_request and route is not None and route.is_notification:
+            # not run: a client that expects an answer from `exit` or `initialized` has a bug
+            # that must show, and running `exit` and then answering would be a lie
+            return self._error_bytes(request_id, errors.protocol_error(
+                METHOD_NOT_FOUND, f"{method} is a notification: send it without an id",
+                method=method, reason="notification sent as a request"))
+        ctx = RequestContext(self, request_id, method, is_request=is_request)
         started = time.perf_counter()
         result, error = self.router.dispatch(ctx, envelope)
         metric_name = method if route is not None else "(unknown)"
@@ -280,7 +312,7 @@ class Session:
             return None
         if error is not None:
             return self._error_bytes(request_id, error)
-        return self._encode(SuccessResponse(id=request_id, result=result))
+        return self._result_bytes(request_id, result, method)
 
     def _gate(self, method: str) -> ErrorObject | None:
         if self.state == "new" and method not in _PRE_INIT:
@@ -302,8 +334,8 @@ class Session:
             self._ordered_tail = ticket.done
         if ctx.request_id is not None:
             self._inflight.setdefault(_key(ctx.request_id), []).append(ctx)
-            if batch is not None:
-                batch.waiting += 1
+        if ctx.is_request and batch is not None:
+            batch.waiting += 1
         self.pending += 1
         self._requests_tg.start_soon(self._run, ctx, ticket, batch)
 
@@ -330,13 +362,14 @@ class Session:
         outcome = "ok" if error is None else ("cancelled" if error.code == -32800 else "error")
         self.metrics.observe(ctx.method, time.perf_counter() - started, outcome)
         if ctx.request_id is not None:
-            answer = (self._error_bytes(ctx.request_id, error) if error is not None
-                      else self._encode(SuccessResponse(id=ctx.request_id, result=result)))
             contexts = self._inflight.get(_key(ctx.request_id))
             if contexts is not None:
                 contexts.remove(ctx)
                 if not contexts:
                     del self._inflight[_key(ctx.request_id)]
+        if ctx.is_request:
+            answer = (self._error_bytes(ctx.request_id, error) if error is not None
+                      else self._result_bytes(ctx.request_id, result, ctx.method))
             if batch is not None:
                 batch.responses.append(answer)
                 batch.waiting -= 1
@@ -361,8 +394,17 @@ class Session:
             self._send(b"[" + b",".join(batch.responses) + b"]")
             batch.responses = []
 
+    def _result_bytes(self, request_id: RequestId | None, result: Any, method: str) -> bytes:
+        try:
+            return self._encode(SuccessResponse(id=request_id, result=result))
+        except Exception as exc:  # noqa: BLE001 - a handler returned something JSON cannot hold
+            return self._error_bytes(request_id, errors.from_exception(exc, method))
+
     def _error_bytes(self, request_id: RequestId | None, error: ErrorObject) -> bytes:
-        return self._encode(ErrorResponse(id=request_id, error=error))
+        try:
+            return self._encode(ErrorResponse(id=request_id, error=error))
+        except Exception as exc:  # noqa: BLE001 - e.g. a service put something odd in details
+            return self._encode(ErrorResponse(id=request_id, error=errors.from_exception(exc, "(error encoding)")))
 
     def _frame_error(self, item: FrameError) -> None:
         if item.kind == "oversized":

@@ -40,9 +40,9 @@ class SettingDef:
             else:
                 value = float(value)
             if self.minimum is not None and value < self.minimum:
-                raise InvalidValue(f"{self.key} must be at least {self.minimum:g}", VALUE_PATH)
+                raise InvalidValue(f"{self.key} must be at least {_number(self.minimum)}", VALUE_PATH)
             if self.maximum is not None and value > self.maximum:
-                raise InvalidValue(f"{self.key} must be at most {self.maximum:g}", VALUE_PATH)
+                raise InvalidValue(f"{self.key} must be at most {_number(self.maximum)}", VALUE_PATH)
             return value
         if not isinstance(value, str):
             raise InvalidValue(f"{self.key} takes a string", VALUE_PATH)
@@ -51,6 +51,11 @@ class SettingDef:
         if len(value) > self.max_length:
             raise InvalidValue(f"{self.key} is longer than {self.max_length} characters", VALUE_PATH)
         return value
+
+
+def _number(bound: float) -> str:
+    """3600000, not 3.6e+06: bounds are read by people."""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
 #: settings the daemon itself reads

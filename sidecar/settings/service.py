@@ -71,5 +71,6 @@ class SettingsService:
     def _changed(self, key: str, value: Any, previous: Any) -> None:
         if value == previous:
             return
+        log.info("setting %s changed from %r to %r", key, previous, value)
         for listener in self._listeners:
             listener(key, value, previous)

@@ -1,9 +1,10 @@
 """The embedded SQLite database (apsw): WAL, foreign keys, busy timeout, off the event loop.
 
 All database work runs in worker threads so the event loop never waits on disk. Writes go
-through one connection, one at a time (SQLite has one writer anyway); reads use a
-connection per worker thread and run concurrently thanks to WAL. `bench/db_offload.py`
-measures what this buys over running queries on the loop.
+through one connection, one at a time (SQLite has one writer anyway); reads borrow one of
+at most READ_THREADS pooled connections and run concurrently thanks to WAL. (Not one per
+thread: anyio retires idle worker threads, and their connections would pile up.)
+`bench/db_offload.py` measures what this buys over running queries on the loop.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class Database:
         self.path = path
         self.migrations_dir = migrations_dir or migrations.default_migrations_dir()
         self._writer: apsw.Connection | None = None
-        self._local = threading.local()
-        self._readers: list[apsw.Connection] = []
+        self._readers: list[apsw.Connection] = []  # every reader connection made
+        self._idle_readers: list[apsw.Connection] = []  # those not lent out right now
         self._readers_lock = threading.Lock()
         self._write_limiter = anyio.CapacityLimiter(1)
         self._read_limiter = anyio.CapacityLimiter(READ_THREADS)
@@ -68,18 +69,33 @@ class Database:
             raise RuntimeError("database is not open")
         return self._writer
 
-    def _reader(self) -> apsw.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+    def _borrow_reader(self) -> apsw.Connection:
+        with self._readers_lock:
+            if self._idle_readers:
+                return self._idle_readers.pop()
+        conn = connect(self.path)  # outside the lock: opening touches the disk
+        with self._readers_lock:
+            self._readers.append(conn)
         return conn
+
+    def _return_reader(self, conn: apsw.Connection) -> None:
+        with self._readers_lock:
+            self._idle_readers.append(conn)
+
+    def reader_count(self) -> int:
+        with self._readers_lock:
+            return len(self._readers)
 
     async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run `fn(conn)` on a reader connection in a worker thread."""
-        return await anyio.to_thread.run_sync(lambda: fn(self._reader()), limiter=self._read_limiter)
+        def run() -> T:
+            # the limiter bounds concurrent reads, so the pool never exceeds READ_THREADS
+            conn = self._borrow_reader()
+            try:
+                return fn(conn)
+            finally:
+                self._return_reader(conn)
+        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
     async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run `fn(conn)` in one transaction on the writer connection, in a worker thread.
@@ -97,6 +113,7 @@ class Database:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+            self._idle_readers.clear()
         if self._writer is not None:
             self._writer.close()
             self._writer = None

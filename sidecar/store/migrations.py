@@ -2,7 +2,8 @@
 
 Each migration runs in one transaction. Before any migration the database is copied with
 SQLite's online backup API; if a migration fails the copy is restored, so a failed upgrade
-leaves the database exactly as it was.
+leaves the database exactly as it was. Processes that start together on one data directory
+take turns (each step holds the write lock and re-checks the version).
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ def backup(conn: apsw.Connection, backup_dir: Path, version: int) -> Path:
     return target
 
 
-def restore(conn: apsw.Connection, source: Path) -> None:
-    src = apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READONLY)
+def restore(conn: apsw.Connection, source: Path | None) -> None:
+    """Copy `source` over the database; None restores an empty database (a fresh install)."""
+    src = (apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READONLY) if source is not None
+           else apsw.Connection(":memory:"))
     try:
         with conn.backup("main", src, "main") as copy:
             copy.step(-1)
@@ -97,22 +100,46 @@ def restore(conn: apsw.Connection, source: Path) -> None:
         src.close()
 
 
+def is_empty(conn: apsw.Connection) -> bool:
+    return user_version(conn) == 0 and not conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+
+
 def apply(conn: apsw.Connection, migrations: list[Migration], backup_dir: Path) -> list[Migration]:
     """Apply pending migrations; on failure restore the backup and raise MigrationError."""
     state = status(conn, migrations)
     if not state.pending:
         return []
-    saved = backup(conn, backup_dir, state.current) if state.current > 0 else None
-    for migration in state.pending:
-        sql = migration.path.read_text(encoding="utf-8")
+    # read every file first: an unreadable one must fail before anything changes
+    try:
+        scripts = [(migration, migration.path.read_text(encoding="utf-8")) for migration in state.pending]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrationError(f"cannot read a migration: {exc}") from exc
+    # a fresh database needs no backup file: "as it was" is empty
+    saved = None if is_empty(conn) else backup(conn, backup_dir, state.current)
+    applied: list[Migration] = []
+    for migration, sql in scripts:
         try:
-            with conn:  # one transaction per migration
+            # IMMEDIATE takes the write lock before we look: another process starting on the
+            # same data dir waits here, then sees the version it reached and skips that step
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if user_version(conn) >= migration.version:
+                    conn.execute("COMMIT")
+                    continue
                 conn.execute(sql)
                 conn.execute(f"PRAGMA user_version = {migration.version:d}")  # an int, not input
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except apsw.Error as exc:
-            if saved is not None:
-                restore(conn, saved)
-                log.error("migration %s failed; database restored from %s", migration.path.name, saved)
+            # this migration rolled back with its transaction; earlier ones of this run committed,
+            # so the whole run is undone from the copy taken before it
+            restore(conn, saved)
+            log.error("migration %s failed; database restored to version %d%s", migration.path.name,
+                      state.current, f" from {saved}" if saved else "")
             raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+        applied.append(migration)
         log.info("applied migration %s", migration.path.name)
-    return state.pending
+    return applied

@@ -21,9 +21,10 @@ def register(router: Router, service: SystemService, metrics: Metrics) -> None:
     async def health(ctx: RequestContext, params: Empty) -> p.HealthResult:
         db = await service.db_health()
         session = ctx.session
+        # this health request is running too; the caller asks about the others
         return p.HealthResult(
             status="ok" if db.ok else "degraded", uptimeSeconds=service.uptime(),
-            activeRequests=session.running, queuedRequests=max(0, session.pending - session.running),
+            activeRequests=max(0, session.running - 1), queuedRequests=max(0, session.pending - session.running),
             db=db,
         )
 

@@ -46,6 +46,8 @@ class Metrics:
         ms = seconds * 1000.0
         if ms >= self.slow_request_ms:
             log.warning("slow request: %s took %.0f ms (%s)", method, ms, outcome)
+        elif log.isEnabledFor(logging.DEBUG):  # one cached check per request when off
+            log.debug("%s answered in %.3f ms (%s)", method, ms, outcome)
         stats.count += 1
         stats.sum_ms += ms
         stats.buckets[bisect.bisect_left(BUCKETS_MS, ms)] += 1

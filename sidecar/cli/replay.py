@@ -1,0 +1,23 @@
+"""`sidecar replay FILE`: run a transcript against a fresh daemon; exit 1 on any difference."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    from sidecar.transcripts import TranscriptError, replay
+
+    daemon = list(args.daemon or [])
+    if daemon and daemon[0] == "--":
+        daemon = daemon[1:]
+    try:
+        report = replay(args.file, daemon=daemon or None, timeout=args.timeout,
+                        stderr=None if args.verbose else subprocess.DEVNULL)
+    except (TranscriptError, OSError) as exc:
+        print(f"sidecar replay: {exc}", file=sys.stderr)
+        return 2
+    print(report.render())
+    return 0 if report.ok else 1

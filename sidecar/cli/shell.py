@@ -1,0 +1,228 @@
+"""`sidecar shell`: an interactive session with a spawned daemon.
+
+Lines are `METHOD [JSON params]`, or a command: `:help`, `:methods`, `:notify METHOD [JSON]`,
+`:quit`. Results print as indented JSON; notifications print as they arrive, from the
+client's reader thread, as `<- METHOD {params}`. Ctrl-C while waiting cancels the request
+with `$/cancelRequest`; end of input (Ctrl-D) or `:quit` shuts the daemon down. It reads a
+pipe as well as a terminal (no prompt then), so scripts and tests can drive it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+from sidecar.cli.call import daemon_command
+from sidecar.client import DaemonClient
+
+PROMPT = "sidecar> "
+COMMANDS = (":help", ":methods", ":notify", ":quit")
+HELP = """\
+  METHOD [JSON]          call a method, e.g.  system/stream {"count": 3}
+  :notify METHOD [JSON]  send a notification, e.g.  :notify $/cancelRequest {"id": 3}
+  :methods               list the methods and notifications the daemon offers
+  :help                  this text
+  :quit                  shut the daemon down and leave (so does end of input)
+  Ctrl-C while waiting cancels the request."""
+
+
+class Shell:
+    def __init__(self, out: IO[str], interactive: bool, timeout: float) -> None:
+        self.out = out
+        self.interactive = interactive
+        self.timeout = timeout
+        self.methods: list[str] = []
+        self.notifications: list[str] = []
+        self.client: DaemonClient | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # one writer at a time: the prompt loop or the reader thread
+        self._at_prompt = False
+
+    # ---- output ---------------------------------------------------------------
+
+    def emit(self, text: str) -> None:
+        with self._lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def on_notification(self, message: dict[str, Any]) -> None:
+        params = json.dumps(message.get("params"), ensure_ascii=False, separators=(",", ":"))
+        text = f"<- {message.get('method')} {params}"
+        if not (self.interactive and self._at_prompt):
+            self.emit(text)
+            return
+        # the user is typing: print above the prompt line and put it back as it was
+        with self._lock:
+            self.out.write(f"\r\x1b[K{text}\n{PROMPT}{_line_buffer()}")
+            self.out.flush()
+
+    # ---- commands -------------------------------------------------------------
+
+    def execute(self, line: str) -> bool:
+        """Run one input line; False when the session should end."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        word, _, rest = line.partition(" ")
+        if word in (":quit", ":exit", ":q"):
+            return False
+        if word == ":help":
+            self.emit(HELP)
+        elif word == ":methods":
+            self.emit("methods:\n" + "\n".join(f"  {m}" for m in self.methods)
+                      + "\nnotifications:\n" + "\n".join(f"  {n}" for n in self.notifications))
+        elif word == ":notify":
+            method, _, text = rest.strip().partition(" ")
+            params = self._params(text)
+            if method and params is not _INVALID:
+                self._client().notify(method, params)
+            elif not method:
+                self.emit("usage: :notify METHOD [JSON]")
+        elif word.startswith(":"):
+            self.emit(f"unknown command {word}; :help lists them")
+        else:
+            params = self._params(rest)
+            if params is not _INVALID:
+                self.request(word, params)
+        return True
+
+    def request(self, method: str, params: Any) -> None:
+        client = self._client()
+        request_id = next(self._ids)
+        try:
+            response = client.call(method, params, timeout=self.timeout, id=request_id)
+        except KeyboardInterrupt:
+            # the answer (-32800, or the result if it was already on its way) still comes
+            waiter = client.expect(request_id)
+            client.notify("$/cancelRequest", {"id": request_id})
+            self.emit(f"cancelling request {request_id}")
+            try:
+                response = client.wait(request_id, waiter, timeout=10)
+            except TimeoutError as exc:
+                self.emit(f"error: {exc}")
+                return
+        except TimeoutError as exc:
+            self.emit(f"error: {exc}")
+            return
+        if "error" in response:
+            self.emit("error " + json.dumps(response["error"], indent=2, ensure_ascii=False))
+        else:
+            self.emit(json.dumps(response.get("result"), indent=2, ensure_ascii=False))
+
+    def _params(self, text: str) -> Any:
+        if not text.strip():
+            return None
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.emit(f"params are not valid JSON: {exc}")
+            return _INVALID
+        if not isinstance(params, (dict, list)):
+            self.emit("params must be a JSON object or array")
+            return _INVALID
+        return params
+
+    def _client(self) -> DaemonClient:
+        assert self.client is not None
+        return self.client
+
+    # ---- completion -------------------------------------------------------------
+
+    def complete(self, text: str, state: int) -> str | None:
+        buffer = _line_buffer().lstrip()
+        if buffer.startswith(":notify "):
+            names = self.notifications
+        elif " " in buffer:
+            return None  # params: nothing to complete
+        else:
+            names = [*self.methods, *COMMANDS]
+        options = [n for n in names if n.startswith(text)]
+        return options[state] if state < len(options) else None
+
+
+class _Invalid:
+    pass
+
+
+_INVALID: Any = _Invalid()
+
+
+def _line_buffer() -> str:
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline
+        return ""
+    return readline.get_line_buffer()
+
+
+def _setup_readline(shell: Shell) -> None:
+    try:
+        import readline
+    except ImportError:
+        return
+    readline.set_completer(shell.complete)
+    # method names contain '/' and '$': only whitespace separates words
+    readline.set_completer_delims(" \t\n")
+    readline.parse_and_bind("tab: complete")
+
+
+def run(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty()
+    shell = Shell(sys.stdout, interactive, args.timeout)
+    client = DaemonClient(daemon_command(args), stderr=subprocess.DEVNULL, on_notification=shell.on_notification,
+                          new_session=interactive)
+    shell.client = client
+    try:
+        info = client.initialize("sidecar-shell")
+    except Exception as exc:  # noqa: BLE001 - the daemon did not start; say why and leave
+        print(f"sidecar shell: the daemon did not initialize: {exc}", file=sys.stderr)
+        client.close()
+        return 1
+    shell.methods = list(info.get("methods", []))
+    shell.notifications = list(info.get("notifications", []))
+    server = info.get("serverInfo", {})
+    print(f"{server.get('name', 'sidecar')} {server.get('version', '?')} "
+          f"(protocol {info.get('protocolVersion')}): {len(shell.methods)} methods. "
+          f":help for help, Ctrl-D to quit.", file=sys.stderr)
+    if interactive:
+        _setup_readline(shell)
+    code = 0
+    try:
+        while True:
+            if client.proc.poll() is not None:
+                print(f"sidecar shell: the daemon exited (code {client.proc.returncode})", file=sys.stderr)
+                return 1
+            try:
+                if interactive:
+                    shell._at_prompt = True
+                    try:
+                        line = input(PROMPT)
+                    finally:
+                        shell._at_prompt = False
+                else:
+                    line = sys.stdin.readline()
+                    if not line:
+                        break
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                shell.emit("")  # a fresh prompt, as shells do
+                continue
+            try:
+                if not shell.execute(line):
+                    break
+            except OSError as exc:  # the pipe to the daemon broke
+                print(f"sidecar shell: lost the daemon: {exc}", file=sys.stderr)
+                return 1
+    finally:
+        if client.proc.poll() is None:
+            try:
+                code = client.shutdown(timeout=5)
+            except Exception:  # noqa: BLE001 - it may be gone by now; make sure it is
+                client.close()
+    return 0 if code == 0 else 1
