@@ -130,3 +130,22 @@ def test_log_file_rotates(tmp_path: Path) -> None:
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
+
+
+def test_child_processes_cannot_read_the_protocol_stream(daemon: DaemonClient, tmp_path: Path) -> None:
+    """fd 0 of the daemon is /dev/null: a child that inherits stdin and reads it gets EOF
+    at once, and the shell's next requests still reach the daemon."""
+    import sys
+    import time
+
+    out = tmp_path / "child-read.bin"
+    script = f"import os; open({str(out)!r}, 'wb').write(os.read(0, 4096))"
+    daemon.request("debug/spawn", {"argv": [sys.executable, "-c", script]})
+    for _ in range(200):  # the child writes the file once its read returns
+        if out.exists():
+            break
+        time.sleep(0.05)
+    for n in range(20):
+        assert daemon.request("system/ping") == {"pong": True}, n
+    assert out.exists(), "the child never returned from reading stdin"
+    assert out.read_bytes() == b""

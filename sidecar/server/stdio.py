@@ -2,7 +2,9 @@
 
 `claim_stdout` keeps a private duplicate of fd 1 for protocol output and points fd 1 and
 `sys.stdout` at stderr, so a `print` in any library or C extension (pyttsx3 prints on every
-save) lands in the log stream, never in the protocol stream.
+save) lands in the log stream, never in the protocol stream. Likewise it keeps a private
+duplicate of fd 0 and points fd 0 at /dev/null, so a child process that inherits stdin
+cannot read (steal) the shell's requests.
 
 `FdReader`/`FdWriter` move bytes with non-blocking fds and `anyio.wait_readable`/
 `wait_writable`: no thread hop per line (the MCP SDK's `anyio.wrap_file` caps a child at
@@ -33,14 +35,17 @@ class ProtocolFds:
 
 
 def claim_stdout() -> ProtocolFds:
-    """Take fd 0 and a private copy of fd 1 for the protocol; send everything else to stderr."""
+    """Private, non-inheritable copies of fds 0 and 1 for the protocol; fd 0 becomes
+    /dev/null and fd 1 (and `sys.stdout`) stderr, for everything else in the process."""
     sys.stdout.flush()
+    read_fd = os.dup(0)  # os.dup makes non-inheritable fds: children never get the protocol pipes
     write_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    if hasattr(os, "set_inheritable"):
-        os.set_inheritable(write_fd, False)  # child processes must not inherit the protocol pipe
-    return ProtocolFds(read_fd=0, write_fd=write_fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return ProtocolFds(read_fd=read_fd, write_fd=write_fd)
 
 
 def _pollable(fd: int) -> bool:

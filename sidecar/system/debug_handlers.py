@@ -34,6 +34,7 @@ def register(router: Router) -> None:
 
     @router.method(p.SPAWN)
     def spawn(ctx: RequestContext, params: p.SpawnParams) -> p.SpawnResult:
-        child = subprocess.Popen(params.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # stdin is inherited on purpose: the daemon's fd 0 is /dev/null, which tests check
+        child = subprocess.Popen(params.argv, stdout=subprocess.DEVNULL,
                                  preexec_fn=child_preexec if params.dieWithDaemon and os.name == "posix" else None)
         return p.SpawnResult(child.pid)
