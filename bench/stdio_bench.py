@@ -1,6 +1,6 @@
 """sidecar over stdio, side by side with the floor and its peers, in one run.
 
-    python bench/stdio_bench.py                 # all four servers, full counts (~1-2 min)
+    python bench/stdio_bench.py                 # all four servers, full counts (~45 s)
     python bench/stdio_bench.py --quick         # tiny counts, one spawn each
     python bench/stdio_bench.py --only floor,sidecar --json out.json
 
@@ -185,8 +185,9 @@ def handshake(wire: Wire, server: Server) -> float:
 
 
 def measure_start(server: Server, scratch: Path, spawns: int, result: Result) -> None:
-    # one unmeasured spawn first: warms the OS page cache, and lets sidecar create its
-    # database, so every server is timed on a warm start (the everyday case)
+    # one unmeasured spawn first: warms the OS page cache, fills the bytecode cache, and
+    # lets sidecar create its database, so every server is timed on a warm start (the
+    # everyday case)
     for i in range(spawns + 1):
         wire = spawn(server, scratch)
         try:

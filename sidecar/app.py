@@ -77,12 +77,14 @@ async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: 
         reader = open_reader(read_fd)
         writer = FdWriter(write_fd)
         session = Session(router, reader, writer.write, SessionConfig(
-            max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency), metrics)
+            max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency), metrics,
+            try_write=writer.try_write)
         log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_signals, session.stop)
+            # listening before serving: a signal in between would otherwise go unseen
+            await tg.start(watch_signals, session.stop)
             if config.watch_parent:
-                tg.start_soon(ParentWatch(parent_pid).watch, session.stop)
+                await tg.start(ParentWatch(parent_pid).watch, session.stop)
             code = await session.serve()
             tg.cancel_scope.cancel()
         writer.restore()

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 
 import anyio
-import psutil
+import anyio.abc
 
 log = logging.getLogger("sidecar.lifeline")
 
@@ -51,8 +51,13 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     return _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
 
 
+_signalled_early = False
+
+
 def _noted(signum: int, frame: object) -> None:
-    """Until the event loop listens (and after), the watchdog's poll does the work."""
+    """Before the event loop listens: remember the signal for `ParentWatch` to act on."""
+    global _signalled_early
+    _signalled_early = True
 
 
 def hold_parent_death_signal() -> None:
@@ -70,65 +75,89 @@ def arm_parent_death_signal() -> bool:
 
 
 class ParentWatch:
-    """Is the process we serve still there? Survives pid reuse by checking create time."""
+    """Is the process we serve still there?
+
+    Our real parent, on POSIX: we are re-parented the moment it dies, so `getppid()` says
+    it all. Any other process (`--parent-pid`, or Windows): psutil, imported only then
+    (it costs start-up time), comparing create times so a reused pid does not fool us.
+    """
 
     def __init__(self, parent_pid: int) -> None:
         self.parent_pid = parent_pid
-        self._is_real_parent = parent_pid == os.getppid()
-        try:
-            self._created = psutil.Process(parent_pid).create_time()
-        except psutil.Error:
-            self._created = None
+        self._by_ppid = parent_pid == os.getppid() and os.name == "posix"
+        self._created: float | None = None
+        if not self._by_ppid:
+            self._created = _create_time(parent_pid)
 
     def alive(self) -> bool:
-        if self._is_real_parent and os.getppid() != self.parent_pid:
-            return False  # re-parented: our parent is gone
-        if self._created is None:
-            return False
-        try:
-            return psutil.Process(self.parent_pid).create_time() == self._created
-        except psutil.Error:
-            return False
+        if self._by_ppid:
+            return os.getppid() == self.parent_pid
+        return self._created is not None and _create_time(self.parent_pid) == self._created
 
-    async def watch(self, on_death: Callable[[str], None], interval: float = 0.25) -> None:
-        """Call `on_death` once the parent is gone: on the kernel's signal, or the next poll."""
+    async def watch(self, on_death: Callable[[str], None], interval: float = 0.25, *,
+                    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Call `on_death` once the parent is gone: on the kernel's signal, or the next poll.
+        Reports started (for `TaskGroup.start`) once it is listening."""
         async with anyio.create_task_group() as tg:
             def gone() -> None:
                 on_death(f"parent process {self.parent_pid} exited")
                 tg.cancel_scope.cancel()
 
             if PARENT_DEATH_SIGNAL is not None:
-                tg.start_soon(self._listen, gone)
+                await tg.start(self._listen, gone)
             tg.start_soon(self._poll, gone, interval)
+            task_status.started()
 
     async def _poll(self, gone: Callable[[], None], interval: float) -> None:
         while self.alive():
             await anyio.sleep(interval)
         gone()
 
-    async def _listen(self, gone: Callable[[], None]) -> None:
+    async def _listen(self, gone: Callable[[], None], *,
+                      task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        global _signalled_early
         assert PARENT_DEATH_SIGNAL is not None
         with anyio.open_signal_receiver(PARENT_DEATH_SIGNAL) as received:
+            task_status.started()
+            if _signalled_early:  # it came while we were starting up
+                _signalled_early = False
+                self._on_signal(gone)
             async for _ in received:
-                if not self.alive():
-                    gone()
-                    return
-                # the thread that forked us ended; the kernel re-parented us to another thread
-                # of the same process, and will signal again when that one ends
-                log.info("the thread that started us exited; parent process %d lives on", self.parent_pid)
+                self._on_signal(gone)
+
+    def _on_signal(self, gone: Callable[[], None]) -> None:
+        if not self.alive():
+            gone()
+            return
+        # the thread that forked us ended; the kernel re-parented us to another thread of
+        # the same process, and will signal again when that one ends
+        log.info("the thread that started us exited; parent process %d lives on", self.parent_pid)
 
 
-async def watch_signals(on_signal: Callable[[str], None]) -> None:
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+async def watch_signals(on_signal: Callable[[str], None], *,
+                        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     signals = [signal.SIGTERM, signal.SIGINT]
     if hasattr(signal, "SIGHUP"):
         signals.append(signal.SIGHUP)
     with anyio.open_signal_receiver(*signals) as received:
+        task_status.started()
         async for signum in received:
             on_signal(f"signal {signal.Signals(signum).name}")
 
 
 def terminate_descendants(timeout: float = 0.5) -> int:
     """Terminate every descendant, kill those still alive after `timeout`; returns how many."""
+    import psutil
+
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:

@@ -101,7 +101,8 @@ class _Ticket:
 
 class Session:
     def __init__(self, router: Router, reader: Reader, write: Callable[[bytes], Awaitable[None]],
-                 config: SessionConfig, metrics: MetricsSink) -> None:
+                 config: SessionConfig, metrics: MetricsSink,
+                 try_write: Callable[[bytes], int] | None = None) -> None:
         self.router = router
         self.config = config
         self.metrics = metrics
@@ -111,7 +112,7 @@ class Session:
         self.started_monotonic = time.monotonic()
         self._reader = reader
         self._decoder = FrameDecoder(config.max_message_bytes)
-        self.outbox = Outbox(write, config.outbox_limit_bytes)
+        self.outbox = Outbox(write, config.outbox_limit_bytes, try_write)
         self._encode = msgspec.json.Encoder().encode
         self._decode_envelope = msgspec.json.Decoder(Envelope).decode
         self._decode_any = msgspec.json.Decoder().decode

@@ -147,6 +147,13 @@ class ThreadReader:
 
 
 class FdWriter(_NonBlocking):
+    def try_write(self, data: bytes) -> int:
+        """Write what the pipe takes now, without waiting; the number of bytes written."""
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

@@ -14,7 +14,6 @@ from pathlib import Path
 import anyio
 import apsw
 import msgspec
-import psutil
 
 from protocol import PROTOCOL_VERSION
 from protocol import system as p
@@ -35,8 +34,8 @@ class SystemService:
         self.paths = paths
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._started = time.monotonic()
-        self._process = psutil.Process()
-        self._process.cpu_percent(None)  # prime: the next call measures since now
+        # CPU use is reported since the previous system/info (or since start)
+        self._cpu_mark = (self._started, time.process_time())
 
     def uptime(self) -> float:
         return time.monotonic() - self._started
@@ -49,13 +48,21 @@ class SystemService:
             return p.DbHealth(False, -1, (time.perf_counter() - began) * 1000, type(exc).__name__)
         return p.DbHealth(True, version, (time.perf_counter() - began) * 1000)
 
+    def _cpu_percent(self) -> float:
+        now, cpu = time.monotonic(), time.process_time()
+        then, cpu_then = self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        return 100.0 * (cpu - cpu_then) / (now - then) if now > then else 0.0
+
     def info(self) -> p.InfoResult:
-        proc = self._process
+        import psutil  # on first use: it costs start-up time that initialize need not pay
+
+        proc = psutil.Process()
         with proc.oneshot():
             cpu = proc.cpu_times()
             process = p.ProcessInfo(
                 pid=proc.pid, parentPid=proc.ppid(), rssBytes=proc.memory_info().rss,
-                cpuPercent=proc.cpu_percent(None), cpuUserSeconds=cpu.user, cpuSystemSeconds=cpu.system,
+                cpuPercent=self._cpu_percent(), cpuUserSeconds=cpu.user, cpuSystemSeconds=cpu.system,
                 threads=proc.num_threads(),
             )
         versions = p.Versions(
