@@ -39,11 +39,13 @@ class SpawnResult(msgspec.Struct):
 
 
 FAIL = MethodSpec("debug/fail", Empty, None, "Raise an unexpected exception (answers -32603).")
+FAIL_ASYNC = MethodSpec("debug/failAsync", Empty, None,
+                        "Raise an unexpected exception in a request's own task (answers -32603).")
 SLEEP = MethodSpec("debug/sleep", SleepParams, SleepResult, "Sleep, cancellably.")
 PRINT = MethodSpec("debug/print", PrintParams, Empty,
                    "Write text to stdout with print() and to fd 1 directly; neither may reach the protocol.")
 SPAWN = MethodSpec("debug/spawn", SpawnParams, SpawnResult,
                    "Start a child process that the daemon must take down when it exits.")
 
-METHODS = (FAIL, SLEEP, PRINT, SPAWN)
+METHODS = (FAIL, FAIL_ASYNC, SLEEP, PRINT, SPAWN)
 NOTIFICATIONS = ()

@@ -8,7 +8,6 @@ their callers by id and hands notifications to a queue and an optional callback.
 from __future__ import annotations
 
 import itertools
-import os
 import queue
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import IO, Any
 
 import msgspec
 
-from sidecar.server.framing import CONTENT_LENGTH, FrameDecoder, FrameError, frame
+from sidecar.server.framing import CONTENT_LENGTH, FrameError, frame, read_frames
 
 
 class RpcError(Exception):
@@ -51,7 +50,6 @@ class DaemonClient:
         self.unrouted: queue.Queue[Any] = queue.Queue()
         self.on_notification = on_notification
         self.on_message = on_message
-        self.stdout_bytes = 0
         self.garbage: list[bytes] = []  # anything on stdout that was not a JSON-RPC message
         self._ids = itertools.count(1)
         self._waiting: dict[Any, queue.Queue[dict[str, Any]]] = {}
@@ -148,23 +146,13 @@ class DaemonClient:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        decoder = FrameDecoder(1 << 31)
-        fd = self.proc.stdout.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.unrouted.put(None)  # end of stream marker
-                self.notifications.put({"method": "$/eof"})
-                return
-            self.stdout_bytes += len(chunk)
-            for item in decoder.feed(chunk):
-                if isinstance(item, FrameError):
-                    self.garbage.append(repr(item).encode())
-                    continue
+        for item in read_frames(self.proc.stdout.fileno()):
+            if isinstance(item, FrameError):
+                self.garbage.append(repr(item).encode())
+            else:
                 self._route(item)
+        self.unrouted.put(None)  # end of stream marker
+        self.notifications.put({"method": "$/eof"})
 
     def _route(self, payload: bytes) -> None:
         if self.on_message is not None:

@@ -193,10 +193,13 @@ def test_params_as_an_array_are_invalid_params(daemon: DaemonClient, params: lis
     assert response["error"]["data"]["path"] == "$.params"
 
 
-def test_internal_error_is_opaque_on_the_wire_and_detailed_in_the_log(daemon: DaemonClient, shared_dir: Path) -> None:
+@pytest.mark.parametrize("method", ["debug/fail", "debug/failAsync"])
+def test_internal_error_is_opaque_on_the_wire_and_detailed_in_the_log(
+        daemon: DaemonClient, shared_dir: Path, method: str) -> None:
+    """Inline (plain) handlers and async handlers in their own task fail the same way."""
     wire: list[bytes] = []
     daemon.on_message = wire.append
-    response = daemon.call("debug/fail")
+    response = daemon.call(method)
     error = response["error"]
     assert error["code"] == -32603
     incident = error["data"]["incidentId"]
@@ -206,11 +209,11 @@ def test_internal_error_is_opaque_on_the_wire_and_detailed_in_the_log(daemon: Da
     assert b"this text must stay in the log" not in b"".join(wire)
     assert b"RuntimeError" not in b"".join(wire) and b"Traceback" not in b"".join(wire)
     assert_alive(daemon)  # the daemon keeps serving
-    again = daemon.call("debug/fail")["error"]["data"]["incidentId"]
+    again = daemon.call(method)["error"]["data"]["incidentId"]
     assert again != incident
     log = (shared_dir / "logs" / "sidecar.log").read_text()  # each record is flushed as written
     at = log.index(incident)
-    assert "RuntimeError: debug/fail was called; this text must stay in the log" in log[at:at + 4000]
+    assert f"RuntimeError: {method} was called; this text must stay in the log" in log[at:at + 4000]
 
 
 def test_application_error_has_its_code_and_kind(daemon: DaemonClient) -> None:

@@ -6,6 +6,7 @@ same one. Oversized messages are reported and skipped so the stream resynchronis
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -155,3 +156,16 @@ def frame(payload: bytes, framing: str | None) -> bytes:
     if framing == CONTENT_LENGTH:
         return b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
     return payload + b"\n"
+
+
+def read_frames(fd: int, max_message_bytes: int = 1 << 31) -> Iterator[bytes | FrameError]:
+    """Blocking: every frame read from `fd` until end of file (clients' reader threads)."""
+    decoder = FrameDecoder(max_message_bytes)
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        yield from decoder.feed(chunk)

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import anyio
+import anyio.lowlevel
 
 from protocol import debug as p
 from protocol.lifecycle import Empty
@@ -19,6 +20,11 @@ def register(router: Router) -> None:
     @router.method(p.FAIL)
     def fail(ctx: RequestContext, params: Empty) -> None:
         raise RuntimeError("debug/fail was called; this text must stay in the log")
+
+    @router.method(p.FAIL_ASYNC)
+    async def fail_async(ctx: RequestContext, params: Empty) -> None:
+        await anyio.lowlevel.checkpoint()  # fail after a suspension: in the task, not inline
+        raise RuntimeError("debug/failAsync was called; this text must stay in the log")
 
     @router.method(p.SLEEP)
     async def sleep(ctx: RequestContext, params: p.SleepParams) -> p.SleepResult:

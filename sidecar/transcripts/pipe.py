@@ -1,12 +1,11 @@
 """The daemon under test as a stream of arrivals, and how messages are paired.
 
 A reader thread splits the daemon's stdout into messages with the daemon's own
-FrameDecoder and queues them, so writing to its stdin never waits on reading its stdout.
+`read_frames` and queues them, so writing to its stdin never waits on reading its stdout.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from typing import IO, Any
 
 import msgspec
 
-from sidecar.server.framing import FrameDecoder, FrameError
+from sidecar.server.framing import FrameError, read_frames
 from sidecar.transcripts.matching import short
 
 NOT_JSON = object()
@@ -107,22 +106,13 @@ class DaemonPipe:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        decoder = FrameDecoder(1 << 31)
-        fd = self.proc.stdout.fileno()
-        while True:
+        for item in read_frames(self.proc.stdout.fileno()):
+            if isinstance(item, FrameError):
+                self.arrivals.put(Arrival(repr(item).encode(), NOT_JSON))
+                continue
             try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.arrivals.put(None)
-                return
-            for item in decoder.feed(chunk):
-                if isinstance(item, FrameError):
-                    self.arrivals.put(Arrival(repr(item).encode(), NOT_JSON))
-                    continue
-                try:
-                    value = msgspec.json.decode(item)
-                except msgspec.DecodeError:
-                    value = NOT_JSON
-                self.arrivals.put(Arrival(item, value))
+                value = msgspec.json.decode(item)
+            except msgspec.DecodeError:
+                value = NOT_JSON
+            self.arrivals.put(Arrival(item, value))
+        self.arrivals.put(None)
