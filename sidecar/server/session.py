@@ -38,21 +38,9 @@ from protocol.errors import (
     ErrorObject,
 )
 from protocol.jsonrpc import Envelope, ErrorResponse, Notification, RequestId, SuccessResponse
-from protocol.lifecycle import (
-    CANCEL_REQUEST,
-    EXIT,
-    INITIALIZE,
-    INITIALIZED,
-    SHUTDOWN,
-    CancelParams,
-    Empty,
-    InitializeParams,
-    InitializeResult,
-    ServerCapabilities,
-    ServerInfo,
-)
+from protocol.lifecycle import InitializeResult, ServerCapabilities, ServerInfo
 from sidecar import __version__
-from sidecar.server import errors
+from sidecar.server import errors, lifecycle
 from sidecar.server.context import RequestContext
 from sidecar.server.framing import FrameDecoder, FrameError, frame
 from sidecar.server.outbox import Outbox
@@ -60,8 +48,6 @@ from sidecar.server.router import Route, Router
 
 log = logging.getLogger("sidecar.server")
 
-_PRE_INIT = frozenset({INITIALIZE.name, EXIT.name, CANCEL_REQUEST.name})
-_AFTER_SHUTDOWN = frozenset({EXIT.name, CANCEL_REQUEST.name})
 
 
 class Reader(Protocol):
@@ -125,51 +111,31 @@ class Session:
         self._requests_tg: anyio.abc.TaskGroup | None = None
         self._read_scope = anyio.CancelScope()
         self.stop_reason: str | None = None
-        self._register_lifecycle()
+        lifecycle.register(self.router, self)
 
-    # ---- lifecycle methods: they are session state, so they live here -------------
+    def cancel(self, request_id: RequestId) -> None:
+        """Cancel every running or queued request with this id (unknown ids: nothing)."""
+        for target in self._inflight.get(_key(request_id), ()):
+            if target.scope is not None:
+                target.scope.cancel()
 
-    def _register_lifecycle(self) -> None:
-        self.router.method(INITIALIZE)(self._initialize)
-        self.router.method(SHUTDOWN)(self._shutdown)
-        self.router.notification(INITIALIZED)(lambda ctx, params: None)
-        self.router.notification(EXIT)(self._exit)
-        self.router.notification(CANCEL_REQUEST)(self._cancel_request)
-
-    def _initialize(self, ctx: RequestContext, params: InitializeParams) -> InitializeResult:
-        if self.state != "new":
-            raise errors.ProtocolFailure(errors.protocol_error(INVALID_REQUEST, "Already initialized",
-                                                         reason="initialize was already called"))
-        self.state = "initialized"
-        self.client_info = msgspec.to_builtins(params.clientInfo) if params.clientInfo else None
-        log.info("initialized by %s", self.client_info or "an unnamed client")
+    def offered(self) -> InitializeResult:
+        """What `initialize` answers: the methods and notifications this session offers."""
         from protocol.catalog import NOTIFICATIONS
+
+        routes = self.router.routes
         return InitializeResult(
             protocolVersion=PROTOCOL_VERSION,
             serverInfo=ServerInfo("sidecar", __version__),
-            methods=sorted(n for n, r in self.router.routes.items() if hasattr(r.spec, "result")),
-            notifications=sorted(n.name for n in NOTIFICATIONS
-                                 if n.direction == "server" or n.name in self.router.routes),
+            methods=sorted(n for n, r in routes.items() if not r.is_notification),
+            notifications=sorted(n.name for n in NOTIFICATIONS if n.direction == "server" or n.name in routes),
             capabilities=ServerCapabilities(
                 framing=self._decoder.framing or "ndjson",
                 maxMessageBytes=self.config.max_message_bytes,
                 maxConcurrency=self.config.max_concurrency,
-                orderedMethods=sorted(n for n, r in self.router.routes.items() if r.ordered),
+                orderedMethods=sorted(n for n, r in routes.items() if r.ordered),
             ),
         )
-
-    def _shutdown(self, ctx: RequestContext, params: Empty) -> None:
-        self.state = "shutdown"
-        return None
-
-    def _exit(self, ctx: RequestContext, params: Empty) -> None:
-        self.exit_code = 0 if self.state == "shutdown" else 1
-        self.stop("exit")
-
-    def _cancel_request(self, ctx: RequestContext, params: CancelParams) -> None:
-        for target in self._inflight.get(_key(params.id), ()):
-            if target.scope is not None:
-                target.scope.cancel()
 
     # ---- the loop -------------------------------------------------------------
 
@@ -291,7 +257,7 @@ class Session:
         is_request = envelope.id is not msgspec.UNSET
         request_id: RequestId | None = envelope.id if is_request else None  # type: ignore[assignment]
         method = envelope.method
-        gate = self._gate(method)
+        gate = lifecycle.gate(self.state, method)
         if gate is not None:
             return self._error_bytes(request_id, gate) if is_request else None
         route = self.router.routes.get(method)
@@ -314,15 +280,6 @@ class Session:
         if error is not None:
             return self._error_bytes(request_id, error)
         return self._result_bytes(request_id, result, method)
-
-    def _gate(self, method: str) -> ErrorObject | None:
-        if self.state == "new" and method not in _PRE_INIT:
-            return errors.protocol_error(SERVER_NOT_INITIALIZED, "Server not initialized: send initialize first",
-                                         kind="not_initialized")
-        if self.state == "shutdown" and method not in _AFTER_SHUTDOWN:
-            return errors.protocol_error(INVALID_REQUEST, "Server is shutting down: only exit is accepted",
-                                         kind="shutting_down")
-        return None
 
     # ---- requests that run in their own task ------------------------------------
 
