@@ -78,16 +78,21 @@ async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: 
         writer = FdWriter(write_fd)
         session = Session(router, reader, writer.write, SessionConfig(
             max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency), metrics,
-            try_write=writer.try_write)
+            try_write=None if writer.threaded else writer.try_write)
         log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
-        async with anyio.create_task_group() as tg:
-            # listening before serving: a signal in between would otherwise go unseen
-            await tg.start(watch_signals, session.stop)
-            if config.watch_parent:
-                await tg.start(ParentWatch(parent_pid).watch, session.stop)
-            code = await session.serve()
-            tg.cancel_scope.cancel()
-        writer.restore()
+        try:
+            async with anyio.create_task_group() as tg:
+                # listening before serving: a signal in between would otherwise go unseen
+                await tg.start(watch_signals, session.stop)
+                if config.watch_parent:
+                    await tg.start(ParentWatch(parent_pid).watch, session.stop)
+                code = await session.serve()
+                # children go while our signal handlers still stand: once the task group
+                # ends, a SIGTERM would kill us with its default action and orphan them
+                await anyio.to_thread.run_sync(terminate_descendants)
+                tg.cancel_scope.cancel()
+        finally:
+            writer.restore()
         log.info("exiting with code %d (%s)", code, session.stop_reason)
         return code
     finally:

@@ -38,7 +38,10 @@ class Stream:
     async def send(self, **fields: Any) -> None:
         ctx = self._ctx
         if ctx.request_id is None:
-            return  # a notification (or an `id: null` request) has nobody to stream to
+            # a notification (or an `id: null` request) has nobody to stream to; still yield,
+            # or a producer with nothing else to await would hold the event loop
+            await anyio.lowlevel.checkpoint()
+            return
         seq = ctx.next_seq()
         event = self._spec.params(requestId=ctx.request_id, seq=seq, **fields)
         await ctx.session.notify(self._spec.name, event)

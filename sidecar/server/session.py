@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,7 +34,6 @@ from protocol.errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
-    SERVER_NOT_INITIALIZED,
     ErrorObject,
 )
 from protocol.jsonrpc import Envelope, ErrorResponse, Notification, RequestId, SuccessResponse
@@ -95,7 +94,6 @@ class Session:
         self.state = "new"  # new -> initialized -> shutdown
         self.client_info: dict[str, Any] | None = None
         self.exit_code = 0
-        self.started_monotonic = time.monotonic()
         self._reader = reader
         self._decoder = FrameDecoder(config.max_message_bytes)
         self.outbox = Outbox(write, config.outbox_limit_bytes, try_write)
@@ -104,7 +102,11 @@ class Session:
         self._decode_any = msgspec.json.Decoder().decode
         self._limiter = anyio.CapacityLimiter(config.max_concurrency)
         self._ordered_tail: anyio.Event | None = None
+        #: every request read and not finished, whatever its id (wind-down cancels them all)
+        self._unfinished: set[RequestContext] = set()
+        #: the same, by id, for $/cancelRequest
         self._inflight: dict[tuple[bool, RequestId], list[RequestContext]] = {}
+        self._drained: anyio.Event | None = None  # set when the last unfinished request ends
         self.running = 0  # started, not finished
         self.pending = 0  # read, not finished (queued + running)
         self._below_pending = anyio.Event()
@@ -115,9 +117,7 @@ class Session:
 
     def cancel(self, request_id: RequestId) -> None:
         """Cancel every running or queued request with this id (unknown ids: nothing)."""
-        for target in self._inflight.get(_key(request_id), ()):
-            if target.scope is not None:
-                target.scope.cancel()
+        _cancel_all(self._inflight.get(_key(request_id), ()))
 
     def offered(self) -> InitializeResult:
         """What `initialize` answers: the methods and notifications this session offers."""
@@ -147,18 +147,20 @@ class Session:
         self._read_scope.cancel()
 
     async def serve(self) -> int:
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(self.outbox.run)
-            async with anyio.create_task_group() as requests:
-                self._requests_tg = requests
-                with self._read_scope:
-                    await self._read_loop()
-                await self._wind_down()
-            self.outbox.close()
-            with anyio.move_on_after(1.0):
-                await self.outbox.drain()
-            outer.cancel_scope.cancel()
-        self._reader.restore()
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self.outbox.run)
+                async with anyio.create_task_group() as requests:
+                    self._requests_tg = requests
+                    with self._read_scope:
+                        await self._read_loop()
+                    await self._wind_down()
+                self.outbox.close()
+                with anyio.move_on_after(1.0):
+                    await self.outbox.drain()
+                outer.cancel_scope.cancel()
+        finally:
+            self._reader.restore()  # a shared tty must not stay non-blocking, even after a crash
         return self.exit_code
 
     async def _read_loop(self) -> None:
@@ -169,6 +171,8 @@ class Session:
                 log.info("stdin closed")
                 return
             for item in self._decoder.feed(chunk):
+                if self._read_scope.cancel_called:
+                    return  # `exit` (or a signal) came: what followed it in the chunk must not run
                 if isinstance(item, FrameError):
                     self._frame_error(item)
                 else:
@@ -183,14 +187,11 @@ class Session:
                 return
 
     async def _wind_down(self) -> None:
-        if self.stop_reason == "stdin closed" and self.pending:
+        if self.stop_reason == "stdin closed" and self._unfinished:
+            self._drained = anyio.Event()
             with anyio.move_on_after(self.config.eof_grace_seconds):
-                while self.pending:
-                    await anyio.sleep(0.005)
-        for contexts in list(self._inflight.values()):
-            for ctx in contexts:
-                if ctx.scope is not None:
-                    ctx.scope.cancel()
+                await self._drained.wait()
+        _cancel_all(list(self._unfinished))
 
     # ---- one message ----------------------------------------------------------
 
@@ -290,6 +291,7 @@ class Session:
         if route.ordered:
             ticket = _Ticket(self._ordered_tail, anyio.Event())
             self._ordered_tail = ticket.done
+        self._unfinished.add(ctx)
         if ctx.request_id is not None:
             self._inflight.setdefault(_key(ctx.request_id), []).append(ctx)
         if ctx.is_request and batch is not None:
@@ -335,8 +337,11 @@ class Session:
             else:
                 self._send(answer)
         self.pending -= 1
+        self._unfinished.discard(ctx)
         if self.pending < self.config.max_pending:
             self._below_pending.set()
+        if not self._unfinished and self._drained is not None:
+            self._drained.set()
         if ticket is not None:
             if ticket.previous is not None and not ticket.previous.is_set():
                 # cancelled while waiting its turn: the next in line must still wait for
@@ -380,8 +385,12 @@ class Session:
     async def notify(self, method: str, params: msgspec.Struct) -> None:
         await self.outbox.put(frame(self._encode(Notification(method=method, params=params)), self._decoder.framing))
 
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_monotonic
+
+
+def _cancel_all(contexts: Iterable[RequestContext]) -> None:
+    for ctx in contexts:
+        if ctx.scope is not None:
+            ctx.scope.cancel()
 
 
 def _key(request_id: RequestId) -> tuple[bool, RequestId]:

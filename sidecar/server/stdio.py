@@ -80,16 +80,23 @@ class FdReader(_NonBlocking):
         super().__init__(fd)
         self._unyielded = 0  # bytes read since we last let other tasks run
 
+    def _read_now(self) -> bytes | None:
+        """What is there now: data; b"" at end of input (a reset socket, as libuv-based shells
+        may hand us, counts as the end); None when nothing has arrived yet."""
+        try:
+            return os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
     async def read(self) -> bytes:
         """Next chunk of input; b"" at end of file."""
         if not self.pollable:
             await anyio.lowlevel.checkpoint()
-            return os.read(self.fd, CHUNK)
-        try:
-            data = os.read(self.fd, CHUNK)
-        except BlockingIOError:
-            pass
-        else:
+            return self._read_now() or b""
+        data = self._read_now()
+        if data is not None:
             # Input was already waiting, so we have not yielded. A client that writes faster
             # than we read would starve every request task and the writer; yielding on every
             # such read costs a quarter of pipelined throughput, so yield once per budget.
@@ -101,10 +108,9 @@ class FdReader(_NonBlocking):
         self._unyielded = 0
         while True:
             await anyio.wait_readable(self.fd)
-            try:
-                return os.read(self.fd, CHUNK)
-            except BlockingIOError:
-                continue
+            data = self._read_now()
+            if data is not None:
+                return data
 
 
 class ThreadReader:
@@ -147,14 +153,27 @@ class ThreadReader:
 
 
 class FdWriter(_NonBlocking):
+    """Non-blocking writes with readiness; on Windows, whose pipes have no readiness, blocking
+    writes in one worker thread, so a full pipe never stalls the event loop."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self.threaded = sys.platform == "win32"
+        self._thread_limiter = anyio.CapacityLimiter(1)
+
     def try_write(self, data: bytes) -> int:
         """Write what the pipe takes now, without waiting; the number of bytes written."""
+        if self.threaded:
+            return 0  # a blocking write could stall the loop: leave it to the writer thread
         try:
             return os.write(self.fd, data)
         except BlockingIOError:
             return 0
 
     async def write(self, data: bytes) -> None:
+        if self.threaded:
+            await anyio.to_thread.run_sync(self._write_all, data, limiter=self._thread_limiter)
+            return
         view = memoryview(data)
         while view:
             try:
@@ -163,6 +182,11 @@ class FdWriter(_NonBlocking):
                 await anyio.wait_writable(self.fd)
                 continue
             view = view[n:]
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
 
 
 def open_reader(fd: int) -> FdReader | ThreadReader:
