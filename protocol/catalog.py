@@ -5,7 +5,8 @@ from __future__ import annotations
 from protocol import debug, lifecycle, secrets, settings, system
 from protocol.spec import MethodSpec, NotificationSpec
 
-_MODULES = (lifecycle, system, settings, secrets, debug)
+#: every namespace module, by name: add a new namespace here and nowhere else
+NAMESPACES = {"lifecycle": lifecycle, "system": system, "settings": settings, "secrets": secrets, "debug": debug}
 
-METHODS: tuple[MethodSpec, ...] = tuple(m for mod in _MODULES for m in mod.METHODS)
-NOTIFICATIONS: tuple[NotificationSpec, ...] = tuple(n for mod in _MODULES for n in mod.NOTIFICATIONS)
+METHODS: tuple[MethodSpec, ...] = tuple(m for mod in NAMESPACES.values() for m in mod.METHODS)
+NOTIFICATIONS: tuple[NotificationSpec, ...] = tuple(n for mod in NAMESPACES.values() for n in mod.NOTIFICATIONS)

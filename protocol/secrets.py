@@ -14,7 +14,7 @@ SecretName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-
 SecretValue = Annotated[str, Meta(max_length=65_536)]
 
 
-class SecretSetParams(msgspec.Struct, repr_omit_defaults=True):
+class SecretSetParams(msgspec.Struct):
     name: SecretName
     value: SecretValue
 

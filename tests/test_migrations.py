@@ -269,3 +269,32 @@ def test_processes_migrating_at_once_agree(tmp_path: Path, db_path: Path) -> Non
         version, schema, tables = dump(db_path)
         assert version == 30
         assert tables == {f"t{i}": [(i,)] for i in range(1, 31)}
+
+
+def test_a_table_rebuild_keeps_child_rows_and_foreign_keys_are_checked(tmp_path: Path) -> None:
+    """The usual SQLite table rebuild (create, copy, drop, rename) of a parent table must not
+    cascade-delete its children; a migration that leaves dangling references fails."""
+    m = migrations
+    mig = tmp_path / "mig"
+    mig.mkdir()
+    (mig / "0001_init.sql").write_text(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
+        "REFERENCES parent(id) ON DELETE CASCADE);"
+        "INSERT INTO parent VALUES (1, 'a'); INSERT INTO child VALUES (10, 1);")
+    (mig / "0002_rebuild.sql").write_text(
+        "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '');"
+        "INSERT INTO parent_new SELECT id, name FROM parent; DROP TABLE parent;"
+        "ALTER TABLE parent_new RENAME TO parent;")
+    conn = connect(tmp_path / "db.sqlite")
+    m.apply(conn, m.discover(mig), tmp_path / "backups")
+    assert conn.execute("SELECT id, parent_id FROM child").fetchall() == [(10, 1)]
+    assert conn.execute("PRAGMA foreign_keys").fetchall() == [(1,)]  # back on afterwards
+
+    (mig / "0003_dangling.sql").write_text("DELETE FROM parent;")  # cascade is off: would dangle
+    with pytest.raises(m.MigrationError, match="foreign key"):
+        m.apply(conn, m.discover(mig), tmp_path / "backups")
+    assert m.user_version(conn) == 2
+    assert conn.execute("SELECT count(*) FROM parent").fetchall() == [(1,)]
+    assert conn.execute("PRAGMA foreign_keys").fetchall() == [(1,)]
+    conn.close()

@@ -430,3 +430,13 @@ def test_a_keyring_that_declines_is_not_usable(tmp_path: Path) -> None:
         assert isinstance(choose_provider("auto", tmp_path), FileKeyProvider)
     finally:
         keyring.set_keyring(previous)
+
+
+def test_auto_keeps_an_existing_key_file_when_a_keyring_appears(memory_keyring: MemoryKeyring,
+                                                                tmp_path: Path) -> None:
+    """Secrets stored with the key file while no keyring was usable stay readable after a
+    keyring becomes usable: auto must not start a new key in the keyring."""
+    FileKeyProvider(tmp_path / "secrets.key").load_or_create()
+    assert KeyringKeyProvider.usable()
+    assert isinstance(choose_provider("auto", tmp_path), FileKeyProvider)
+    assert isinstance(choose_provider("keyring", tmp_path), KeyringKeyProvider)  # explicit wins

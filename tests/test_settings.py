@@ -116,7 +116,7 @@ def test_an_invalid_stored_value_falls_back_to_the_default(spawn: Callable[..., 
     assert spawn().shutdown() == 0  # creates the database
     conn = apsw.Connection(str(data_dir / "sidecar.db"))
     conn.execute("INSERT INTO settings (key, value) VALUES (?, ?), (?, ?), (?, ?)",
-                 (SLOW, '"not a number"', "log.level", '"loud"', "future.capability", "42"))
+                 (SLOW, '"not a number"', "log.level", '{"damaged json', "future.capability", "42"))
     conn.close()
     client = spawn()
     assert client.request("settings/get", {"key": SLOW})["value"] == 1000
@@ -247,3 +247,9 @@ def test_check_normalises_whole_numbers(value: float) -> None:
 def test_core_defaults_pass_their_own_check() -> None:
     for definition in CORE_SETTINGS:
         assert definition.check(definition.default) == definition.default
+
+
+def test_a_huge_integer_for_a_float_setting_is_invalid_params_not_a_crash() -> None:
+    with pytest.raises(InvalidValue) as caught:
+        FLOAT.check(10**400)  # float() of it overflows
+    assert caught.value.path == VALUE_PATH

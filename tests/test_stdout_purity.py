@@ -139,7 +139,8 @@ def test_child_processes_cannot_read_the_protocol_stream(daemon: DaemonClient, t
     import time
 
     out = tmp_path / "child-read.bin"
-    script = f"import os; open({str(out)!r}, 'wb').write(os.read(0, 4096))"
+    # read first, create the file after: the file exists only once the read has returned
+    script = f"import os; data = os.read(0, 4096); open({str(out)!r}, 'wb').write(data)"
     daemon.request("debug/spawn", {"argv": [sys.executable, "-c", script]})
     for _ in range(200):  # the child writes the file once its read returns
         if out.exists():

@@ -20,11 +20,11 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from protocol import PROTOCOL_VERSION, debug, errors, jsonrpc, lifecycle, secrets, settings, system  # noqa: E402
+from protocol import PROTOCOL_VERSION, errors, jsonrpc  # noqa: E402
+from protocol.catalog import NAMESPACES  # noqa: E402
 from protocol.spec import MethodSpec, NotificationSpec  # noqa: E402
 
 SCHEMA_DIR = ROOT / "protocol" / "schema"
-NAMESPACES = {"lifecycle": lifecycle, "system": system, "settings": settings, "secrets": secrets, "debug": debug}
 ENVELOPES = (jsonrpc.Envelope, jsonrpc.SuccessResponse, jsonrpc.ErrorResponse, jsonrpc.Notification,
              errors.ErrorObject, errors.ErrorData)
 

@@ -115,8 +115,9 @@ class KeyringKeyProvider:
             if stored is None:
                 keyring.set_password(KEYRING_SERVICE, self.username,
                                      base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode())
-                # read back: if another process stored its key at the same moment, both use
-                # the one that stuck, and a backend that silently drops writes is caught here
+                # read back: a backend that silently drops writes is caught here. (Two
+                # processes creating the key at the same moment can still each keep their own:
+                # the keyring has no create-if-absent; the file backend does, via link.)
                 stored = keyring.get_password(KEYRING_SERVICE, self.username)
         except Exception as exc:  # noqa: BLE001 - keyring backends raise many types
             raise KeyUnavailable(f"the OS keyring failed: {type(exc).__name__}") from None
@@ -131,9 +132,14 @@ class KeyringKeyProvider:
 
 
 def choose_provider(backend: str, data_dir: Path) -> KeyProvider:
-    """`backend` is "keyring", "file" or "auto" (keyring where one is usable, else file)."""
+    """`backend` is "keyring", "file" or "auto".
+
+    auto: a key file that already exists wins (secrets were stored with it while no keyring
+    was usable; switching to a new keyring key would make them unreadable); else the
+    keyring where one is usable; else a new key file.
+    """
     file_provider = FileKeyProvider(data_dir / "secrets.key")
-    if backend == "file":
+    if backend == "file" or (backend == "auto" and file_provider.path.exists()):
         return file_provider
     if backend == "keyring" or KeyringKeyProvider.usable():
         return KeyringKeyProvider(data_dir)

@@ -29,8 +29,7 @@ _load_package_shell()
 
 from jsonrpcserver.dispatcher import dispatch_to_response_pure  # noqa: E402
 from jsonrpcserver.exceptions import JsonRpcError  # noqa: E402
-from jsonrpcserver.response import ErrorResponse, SuccessResponse  # noqa: E402
 from jsonrpcserver.result import Success  # noqa: E402
 from oslash.either import Left  # noqa: E402
 
-__all__ = ["dispatch_to_response_pure", "JsonRpcError", "ErrorResponse", "SuccessResponse", "Success", "Left"]
+__all__ = ["dispatch_to_response_pure", "JsonRpcError", "Success", "Left"]

@@ -30,7 +30,6 @@ class Outbox:
         self.hard_limit_bytes = limit_bytes * 4
         self._items: deque[bytes] = deque()
         self.pending_bytes = 0
-        self.peak_bytes = 0
         self._has_items = anyio.Event()
         self._has_space = anyio.Event()
         self._closed = False
@@ -51,15 +50,10 @@ class Outbox:
             data = data[written:]  # the pipe is full: the writer task sends the rest
         self._items.append(data)
         self.pending_bytes += len(data)
-        if self.pending_bytes > self.peak_bytes:
-            self.peak_bytes = self.pending_bytes
         self._has_items.set()
 
     async def put(self, data: bytes) -> None:
-        while self.pending_bytes >= self.limit_bytes and not self.broken:
-            if self._has_space.is_set():
-                self._has_space = anyio.Event()
-            await self._has_space.wait()
+        await self.wait_below_limit()
         self.put_nowait(data)
 
     @property

@@ -3,7 +3,8 @@
 A handler is `handler(ctx, params) -> result`, plain or async, registered against a
 `MethodSpec` from `protocol/`. Params are converted to the spec's Struct before the handler
 runs (a wrong field answers -32602 with its path). A plain handler runs inline in the read
-loop and must be quick; an async handler runs in its own task (see `session.py`).
+loop and must be quick (unless it is ordered: then it waits its turn in a task); an async
+handler runs in its own task (see `session.py`).
 """
 
 from __future__ import annotations
@@ -48,10 +49,6 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def _no_validation(x: Any) -> Any:
-    return x
-
-
 class Router:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
@@ -91,7 +88,7 @@ class Router:
         request["id"] = 0
         outcome = dispatch_to_response_pure(
             deserializer=_identity,
-            validator=_no_validation,
+            validator=_identity,  # the envelope was checked by msgspec: no jsonschema
             post_process=_identity,
             context=ctx,
             methods=self._entries,
@@ -110,7 +107,7 @@ def _as_error_object(code: int, data: Any, method: str) -> ErrorObject:
         return data
     if code == METHOD_NOT_FOUND:
         return errors.protocol_error(METHOD_NOT_FOUND, f"Method not found: {method}"[:200], method=method[:200])
-    return errors.protocol_error(code if code in (INVALID_PARAMS,) else -32603)
+    return errors.protocol_error(-32603)
 
 
 async def _call_later(handler: Handler, ctx: RequestContext, params: Any) -> Any:
@@ -122,10 +119,7 @@ def _entry(route: Route) -> Callable[..., Any]:
     handler = route.handler
 
     def entry(ctx: RequestContext, /, *args: Any, **kwargs: Any) -> Any:
-        if args:
-            raise JsonRpcError(INVALID_PARAMS, "", errors.protocol_error(
-                INVALID_PARAMS, "Invalid params: pass params by name, as an object",
-                path="$.params", reason="params must be an object"))
+        # `args` is always empty: Router.dispatch refuses positional params before this
         try:
             params = msgspec.convert(kwargs, params_type)
         except msgspec.ValidationError as exc:

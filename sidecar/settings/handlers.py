@@ -18,6 +18,14 @@ def _view(service: SettingsService, key: str) -> p.Setting:
     )
 
 
+async def _announced(ctx: RequestContext, service: SettingsService, key: str, previous: object) -> p.Setting:
+    """The setting as it is now, after telling the shell if it changed."""
+    view = _view(service, key)
+    if view.value != previous:
+        await ctx.broadcast(p.CHANGED, p.SettingChanged(key, view.value, previous))
+    return view
+
+
 def register(router: Router, service: SettingsService) -> None:
     @router.method(p.GET, ordered=True)
     async def get(ctx: RequestContext, params: p.SettingsGetParams) -> p.Setting:
@@ -25,19 +33,11 @@ def register(router: Router, service: SettingsService) -> None:
 
     @router.method(p.SET, ordered=True)
     async def set_(ctx: RequestContext, params: p.SettingsSetParams) -> p.Setting:
-        previous = await service.set(params.key, params.value)
-        view = _view(service, params.key)
-        if view.value != previous:
-            await ctx.broadcast(p.CHANGED, p.SettingChanged(params.key, view.value, previous))
-        return view
+        return await _announced(ctx, service, params.key, await service.set(params.key, params.value))
 
     @router.method(p.RESET, ordered=True)
     async def reset(ctx: RequestContext, params: p.SettingsResetParams) -> p.Setting:
-        previous = await service.reset(params.key)
-        view = _view(service, params.key)
-        if view.value != previous:
-            await ctx.broadcast(p.CHANGED, p.SettingChanged(params.key, view.value, previous))
-        return view
+        return await _announced(ctx, service, params.key, await service.reset(params.key))
 
     @router.method(p.LIST, ordered=True)
     async def list_(ctx: RequestContext, params: Empty) -> p.SettingsListResult:

@@ -35,10 +35,13 @@ class SettingDef:
                 if isinstance(value, float) and not value.is_integer():
                     raise InvalidValue(f"{self.key} takes a whole number", VALUE_PATH)
                 value = int(value)
-            elif not math.isfinite(value):
-                raise InvalidValue(f"{self.key} takes a finite number", VALUE_PATH)
             else:
-                value = float(value)
+                try:
+                    value = float(value)  # an int beyond 1e308 overflows here
+                except OverflowError:
+                    value = math.inf
+                if not math.isfinite(value):
+                    raise InvalidValue(f"{self.key} takes a finite number", VALUE_PATH)
             if self.minimum is not None and value < self.minimum:
                 raise InvalidValue(f"{self.key} must be at least {_number(self.minimum)}", VALUE_PATH)
             if self.maximum is not None and value > self.maximum:

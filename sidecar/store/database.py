@@ -56,7 +56,8 @@ class Database:
 
     def open(self) -> list[migrations.Migration]:
         """Open (creating if needed) and migrate; returns the migrations applied."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the data dir holds the database, the log and possibly the secrets key: owner only
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._writer = connect(self.path)
         return migrations.apply(self._writer, migrations.discover(self.migrations_dir), self.backup_dir)
 

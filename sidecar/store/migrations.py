@@ -117,29 +117,49 @@ def apply(conn: apsw.Connection, migrations: list[Migration], backup_dir: Path) 
     # a fresh database needs no backup file: "as it was" is empty
     saved = None if is_empty(conn) else backup(conn, backup_dir, state.current)
     applied: list[Migration] = []
-    for migration, sql in scripts:
-        try:
-            # IMMEDIATE takes the write lock before we look: another process starting on the
-            # same data dir waits here, then sees the version it reached and skips that step
-            conn.execute("BEGIN IMMEDIATE")
+    # off while migrating, as SQLite's docs prescribe for schema changes: the usual table
+    # rebuild (create new, copy, drop old, rename) would otherwise cascade-delete child rows.
+    # Integrity is checked before each commit instead. (Cannot change inside a transaction.)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for migration, sql in scripts:
             try:
-                if user_version(conn) >= migration.version:
-                    conn.execute("COMMIT")
-                    continue
-                conn.execute(sql)
-                conn.execute(f"PRAGMA user_version = {migration.version:d}")  # an int, not input
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except apsw.Error as exc:
-            # this migration rolled back with its transaction; earlier ones of this run committed,
-            # so the whole run is undone from the copy taken before it
-            restore(conn, saved)
-            log.error("migration %s failed; database restored to version %d%s", migration.path.name,
-                      state.current, f" from {saved}" if saved else "")
-            raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
-        applied.append(migration)
-        log.info("applied migration %s", migration.path.name)
+                _apply_one(conn, migration, sql)
+            except (apsw.Error, _ForeignKeyViolation) as exc:
+                # this migration rolled back with its transaction; earlier ones of this run
+                # committed, so the whole run is undone from the copy taken before it
+                restore(conn, saved)
+                log.error("migration %s failed; database restored to version %d%s", migration.path.name,
+                          state.current, f" from {saved}" if saved else "")
+                raise MigrationError(f"migration {migration.path.name} failed: {exc}") from exc
+            applied.append(migration)
+            log.info("applied migration %s", migration.path.name)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
     return applied
+
+
+class _ForeignKeyViolation(Exception):
+    pass
+
+
+def _apply_one(conn: apsw.Connection, migration: Migration, sql: str) -> None:
+    # IMMEDIATE takes the write lock before we look: another process starting on the same
+    # data dir waits here, then sees the version it reached and skips that step
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if user_version(conn) >= migration.version:
+            conn.execute("COMMIT")
+            return
+        conn.execute(sql)
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            table, rowid, parent, _ = broken[0]
+            raise _ForeignKeyViolation(f"{len(broken)} row(s) break a foreign key, e.g. {table} rowid "
+                                       f"{rowid} -> {parent}")
+        conn.execute(f"PRAGMA user_version = {migration.version:d}")  # an int, not input
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

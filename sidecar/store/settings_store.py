@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import apsw
 import msgspec
 
 from sidecar.store.database import Database
+
+log = logging.getLogger("sidecar.settings")
 
 
 class SettingsStore:
@@ -16,8 +19,13 @@ class SettingsStore:
 
     def load_all_now(self) -> dict[str, Any]:
         """Read every stored value (at start-up, before the event loop serves anyone)."""
-        rows = self.db.writer.execute("SELECT key, value FROM settings").fetchall()
-        return {key: msgspec.json.decode(value) for key, value in rows}
+        values: dict[str, Any] = {}
+        for key, value in self.db.writer.execute("SELECT key, value FROM settings").fetchall():
+            try:
+                values[key] = msgspec.json.decode(value)
+            except msgspec.DecodeError:  # a damaged row must not stop start-up
+                log.warning("stored value of %s is not valid JSON; using the default", key)
+        return values
 
     async def put(self, key: str, value: Any) -> None:
         encoded = msgspec.json.encode(value).decode()

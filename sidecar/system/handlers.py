@@ -6,7 +6,7 @@ from protocol import system as p
 from protocol.lifecycle import Empty
 from sidecar.server.context import RequestContext
 from sidecar.server.router import Router
-from sidecar.system.metrics import BUCKETS_MS, Metrics
+from sidecar.system.metrics import Metrics
 from sidecar.system.service import SystemService, run_stream
 
 _INF_WIRE = 1e308  # JSON has no infinity
@@ -33,11 +33,7 @@ def register(router: Router, service: SystemService, metrics: Metrics) -> None:
         requests, errors = metrics.totals()
         methods = []
         for name, s in sorted(metrics.methods.items()):
-            cumulative = 0
-            buckets = []
-            for bound, n in zip((*BUCKETS_MS, _INF_WIRE), s.buckets):
-                cumulative += n
-                buckets.append(p.LatencyBucket(float(bound), cumulative))
+            buckets = [p.LatencyBucket(min(bound, _INF_WIRE), n) for bound, n in s.cumulative()]
             methods.append(p.MethodMetrics(
                 method=name, count=s.count, errors=s.errors, cancelled=s.cancelled,
                 latencySumMs=s.sum_ms, p50Ms=min(s.quantile(0.5), _INF_WIRE),

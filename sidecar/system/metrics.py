@@ -18,6 +18,15 @@ class MethodStats:
     sum_ms: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
 
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound in ms, requests at or below it), as Prometheus buckets; the last is +Inf."""
+        pairs = []
+        total = 0
+        for bound, n in zip((*BUCKETS_MS, float("inf")), self.buckets):
+            total += n
+            pairs.append((float(bound), total))
+        return pairs
+
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding the q-quantile (as Prometheus estimates it)."""
         if not self.count:
@@ -74,9 +83,7 @@ class Metrics:
         ]
         for method, s in sorted(self.methods.items()):
             label = _label(method)
-            cumulative = 0
-            for bound, n in zip((*BUCKETS_MS, float("inf")), s.buckets):
-                cumulative += n
+            for bound, cumulative in s.cumulative():
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 lines.append(f'sidecar_request_duration_ms_bucket{{method="{label}",le="{le}"}} {cumulative}')
             lines.append(f'sidecar_request_duration_ms_sum{{method="{label}"}} {s.sum_ms:.6f}')

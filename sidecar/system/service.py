@@ -18,6 +18,7 @@ import msgspec
 from protocol import PROTOCOL_VERSION
 from protocol import system as p
 from sidecar import __version__
+from sidecar.store import migrations
 from sidecar.store.database import Database
 
 
@@ -43,7 +44,7 @@ class SystemService:
     async def db_health(self) -> p.DbHealth:
         began = time.perf_counter()
         try:
-            version = await self.db.read(lambda conn: int(conn.execute("PRAGMA user_version").fetchall()[0][0]))
+            version = await self.db.read(migrations.user_version)
         except apsw.Error as exc:
             return p.DbHealth(False, -1, (time.perf_counter() - began) * 1000, type(exc).__name__)
         return p.DbHealth(True, version, (time.perf_counter() - began) * 1000)
