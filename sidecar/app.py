@@ -41,7 +41,7 @@ log = logging.getLogger("sidecar")
 
 def run(config: DaemonConfig) -> int:
     """Serve on stdio until stdin closes, `exit`, a signal, or the parent dies."""
-    # the data dir holds the database, the log and possibly the secrets key: owner only
+    # owner only: it holds the database, the log and possibly the secrets key
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fds = claim_stdout()
     logs.setup(config.log_path, config.log_level or "info")
