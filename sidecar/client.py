@@ -2,11 +2,13 @@
 
 Used by `sidecar call`, `sidecar shell`, `sidecar replay`, the tests and the benchmarks.
 A reader thread splits the daemon's stdout into messages (any framing), routes responses to
-their callers by id and hands notifications to a queue and an optional callback.
+their callers by id and hands notifications to a queue and an optional callback. When the
+daemon's stdout ends, every caller still waiting is woken with a ConnectionError.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import queue
 import subprocess
@@ -17,7 +19,10 @@ from typing import IO, Any
 
 import msgspec
 
-from sidecar.server.framing import CONTENT_LENGTH, FrameError, frame, read_frames
+from sidecar.server.framing import FrameError, frame, read_frames
+
+#: put in every waiter when the daemon's stdout ends: no answer can come any more
+_END_OF_STREAM: dict[str, Any] = {}
 
 
 class RpcError(Exception):
@@ -32,6 +37,13 @@ class RpcError(Exception):
 
 def daemon_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "sidecar", "serve", *args]
+
+
+def request_message(request_id: Any, method: str, params: Any = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
 
 
 class DaemonClient:
@@ -53,6 +65,7 @@ class DaemonClient:
         self.garbage: list[bytes] = []  # anything on stdout that was not a JSON-RPC message
         self._ids = itertools.count(1)
         self._waiting: dict[Any, queue.Queue[dict[str, Any]]] = {}
+        self._ended = False  # the daemon's stdout is closed (guarded by _lock)
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="sidecar-client-reader", daemon=True)
@@ -63,10 +76,14 @@ class DaemonClient:
     def send_bytes(self, payload: bytes, *, raw: bool = False) -> None:
         """Send one message payload (framed for the session), or raw bytes as they are."""
         assert self.proc.stdin is not None
-        data = payload if raw else frame(payload, CONTENT_LENGTH if self.framing == CONTENT_LENGTH else None)
+        data = payload if raw else frame(payload, self.framing)
         with self._write_lock:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                # the bare "[Errno 32] Broken pipe" says nothing about the daemon
+                raise BrokenPipeError(errno.EPIPE, f"the daemon is not reading its input{self._exit_note()}") from None
 
     def send(self, message: Any) -> None:
         self.send_bytes(msgspec.json.encode(message))
@@ -81,10 +98,11 @@ class DaemonClient:
         """Send a request and return the whole response object."""
         request_id = next(self._ids) if id is None else id
         waiter = self.expect(request_id)
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        self.send(message)
+        try:
+            self.send(request_message(request_id, method, params))
+        except BaseException:
+            self.forget(request_id)  # no answer will come for it
+            raise
         return self.wait(request_id, waiter, timeout)
 
     def request(self, method: str, params: Any = None, *, timeout: float = 30.0) -> Any:
@@ -98,17 +116,35 @@ class DaemonClient:
         """Register interest in a response before sending the request (for pipelining)."""
         waiter: queue.Queue[dict[str, Any]] = queue.Queue()
         with self._lock:
+            if self._ended:
+                waiter.put(_END_OF_STREAM)  # the reader has already woken everyone it will
             self._waiting[_key(request_id)] = waiter
         return waiter
 
     def wait(self, request_id: Any, waiter: queue.Queue[dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
+        """The response for `request_id`; the waiter is forgotten afterwards, whatever happens."""
         try:
-            return waiter.get(timeout=timeout)
+            return self.receive(request_id, waiter, timeout)
+        finally:
+            self.forget(request_id)
+
+    def receive(self, request_id: Any, waiter: queue.Queue[dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
+        """Like wait, but the waiter stays registered: for a caller that may be interrupted
+        (Ctrl-C) and go on waiting for the same answer."""
+        try:
+            response = waiter.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError(f"no response to request {request_id!r} within {timeout} s") from None
-        finally:
-            with self._lock:
-                self._waiting.pop(_key(request_id), None)
+        if response is _END_OF_STREAM:
+            waiter.put(response)  # a second receive must not hang either
+            raise ConnectionError(f"the daemon closed its output before answering request {request_id!r}"
+                                  f"{self._exit_note()}")
+        return response
+
+    def forget(self, request_id: Any) -> None:
+        """Stop routing responses for `request_id` to its waiter (a late one goes to `unrouted`)."""
+        with self._lock:
+            self._waiting.pop(_key(request_id), None)
 
     def initialize(self, name: str = "sidecar-client", version: str = "0") -> dict[str, Any]:
         result = self.request("initialize", {"clientInfo": {"name": name, "version": version},
@@ -142,6 +178,14 @@ class DaemonClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _exit_note(self) -> str:
+        """The suffix " (exit code N)" if the daemon has exited, else ""; it gets a moment, as
+        its pipes close just before it is gone."""
+        try:
+            return f" (exit code {self.proc.wait(timeout=1.0)})"
+        except subprocess.TimeoutExpired:
+            return ""
+
     # ---- reading --------------------------------------------------------------
 
     def _read(self) -> None:
@@ -151,6 +195,10 @@ class DaemonClient:
                 self.garbage.append(repr(item).encode())
             else:
                 self._route(item)
+        with self._lock:
+            self._ended = True
+            for waiter in self._waiting.values():
+                waiter.put(_END_OF_STREAM)
         self.unrouted.put(None)  # end of stream marker
         self.notifications.put({"method": "$/eof"})
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import queue
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import apsw
 import msgspec
 
+from sidecar.client import DaemonClient
 from tests.conftest import serve_argv
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -18,12 +24,6 @@ TRANSCRIPTS = Path(__file__).parent / "transcripts"
 def sidecar(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sidecar", *args], input=stdin, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def migrations_count() -> int:
-    from sidecar.store import migrations
-
-    return len(migrations.discover(migrations.default_migrations_dir()))
 
 
 # ---- call ---------------------------------------------------------------------------
@@ -59,6 +59,46 @@ def test_call_refuses_params_that_are_not_a_json_object() -> None:
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
     proc = sidecar("call", "system/ping", "[1]")
     assert proc.returncode == 2 and "must be a JSON object" in proc.stderr
+
+
+def test_call_reports_a_daemon_that_exits_at_start() -> None:
+    proc = sidecar("call", "system/ping", "--timeout", "30", "--daemon", sys.executable, "-c",
+                   "import sys; sys.exit(3)")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert re.fullmatch(r"sidecar call: .*exit code 3.*\n", proc.stderr), proc.stderr
+
+
+def test_call_reports_a_daemon_program_that_does_not_exist(tmp_path: Path) -> None:
+    proc = sidecar("call", "system/ping", "--daemon", str(tmp_path / "no-such-daemon"))
+    assert proc.returncode == 1
+    assert re.fullmatch(r"sidecar call: .*no-such-daemon.*\n", proc.stderr), proc.stderr
+
+
+# ---- serve --------------------------------------------------------------------------
+
+def test_serve_is_the_default_command(data_dir: Path) -> None:
+    """A serve option without the word `serve` still serves."""
+    client = DaemonClient([sys.executable, "-m", "sidecar", "--data-dir", str(data_dir),
+                           "--secrets-backend", "file"])
+    try:
+        assert client.initialize("pytest")["serverInfo"]["name"] == "sidecar"
+        assert client.request("system/info")["dataDir"] == str(data_dir)
+        assert client.shutdown() == 0
+    finally:
+        client.close()
+
+
+def test_default_command_leaves_help_and_version_alone() -> None:
+    from sidecar.cli.main import with_default_command
+
+    assert with_default_command([]) == ["serve"]
+    assert with_default_command(["--data-dir", "x"]) == ["serve", "--data-dir", "x"]
+    assert with_default_command(["call", "system/ping"]) == ["call", "system/ping"]
+    for word in ("-h", "--help", "--version"):
+        assert with_default_command([word]) == [word]
+    proc = sidecar("--help")
+    assert proc.returncode == 0 and "COMMAND" in proc.stdout
 
 
 # ---- shell --------------------------------------------------------------------------
@@ -114,6 +154,50 @@ def test_shell_completes_method_names() -> None:
     assert shell.complete(":q", 0) == ":quit"
 
 
+class _InterruptedOnce:
+    """A waiter whose first get() is a Ctrl-C that lands once the answer is already routed to it."""
+
+    def __init__(self, waiter: queue.Queue[Any]) -> None:
+        self.waiter = waiter
+        self.interrupted = False
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not self.interrupted:
+            self.interrupted = True
+            deadline = time.monotonic() + 20
+            while self.waiter.empty() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+        return self.waiter.get(block, timeout)
+
+
+def test_shell_still_gets_an_answer_that_arrives_around_ctrl_c(data_dir: Path) -> None:
+    from sidecar.cli.shell import Shell
+
+    out = io.StringIO()
+    shell = Shell(out, interactive=False, timeout=20)
+    client = DaemonClient(serve_argv(data_dir))
+    shell.client = client
+    real_expect = client.expect
+    wrapped: list[_InterruptedOnce] = []
+
+    def expect(request_id: Any) -> Any:  # only the request's first waiter is interrupted
+        waiter = real_expect(request_id)
+        if wrapped:
+            return waiter
+        wrapped.append(_InterruptedOnce(waiter))
+        return wrapped[0]
+
+    try:
+        client.initialize("pytest")
+        client.expect = expect  # type: ignore[method-assign]
+        shell.request("system/ping", None)
+    finally:
+        client.close()
+    assert "cancelling request 1" in out.getvalue()
+    assert out.getvalue().endswith('{\n  "pong": true\n}\n'), out.getvalue()
+
+
 # ---- record and replay --------------------------------------------------------------
 
 def test_replay_cli_exit_codes(tmp_path: Path) -> None:
@@ -161,20 +245,22 @@ def test_record_keeps_the_client_framing(tmp_path: Path, data_dir: Path) -> None
 
 # ---- migrate ------------------------------------------------------------------------
 
-def test_migrate_status_on_a_fresh_then_a_migrated_data_dir(data_dir: Path) -> None:
-    latest = migrations_count()
-    proc = sidecar("migrate", "--status", "--data-dir", str(data_dir))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"schema version: 0 (latest {latest})" in proc.stdout
-    assert "pending:\n  0001_init.sql" in proc.stdout
+def test_migrate_reports_a_file_that_is_not_a_database(data_dir: Path) -> None:
+    (data_dir / "sidecar.db").write_bytes(b"this is not a database, " * 100)
+    for args in ((), ("--status",)):
+        proc = sidecar("migrate", "--data-dir", str(data_dir), *args)
+        assert proc.returncode == 1
+        assert proc.stdout == ""
+        assert re.fullmatch(r"sidecar migrate: .*\n", proc.stderr), proc.stderr
 
+
+def test_migrate_errors_go_to_stderr(data_dir: Path) -> None:
+    conn = apsw.Connection(str(data_dir / "sidecar.db"))
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
     proc = sidecar("migrate", "--data-dir", str(data_dir))
-    assert proc.returncode == 0 and f"applied {latest} migration(s)" in proc.stdout
-
-    proc = sidecar("migrate", "--status", "--data-dir", str(data_dir))
-    assert proc.returncode == 0
-    assert f"schema version: {latest} (latest {latest})" in proc.stdout
-    assert "pending: none" in proc.stdout
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("sidecar migrate: ") and "newer than this sidecar knows" in proc.stderr
 
 
 def test_migrate_status_after_the_daemon_ran(data_dir: Path) -> None:

@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.client import DaemonClient
-from sidecar.transcripts import Line, TranscriptError, default_matchers, load, loads, replay, serve_args
+from sidecar.transcripts import (Header, Line, Transcript, TranscriptError, default_matchers, load, loads, replay,
+                                 serve_args)
 from sidecar.transcripts.matching import compare, compare_batch, format_path, parse_path
 from tests.conftest import serve_argv
 
@@ -162,6 +163,44 @@ def test_record_cli_keeps_stdout_to_the_daemon_output(tmp_path: Path, data_dir: 
     assert replay(out, timeout=TIMEOUT).ok
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_recorder_redacts_secret_values_and_keeps_the_file_private(tmp_path: Path) -> None:
+    out = tmp_path / "secret.jsonl"
+    out.write_text("an older transcript\n")
+    out.chmod(0o644)
+    stdin = (b'{"jsonrpc":"2.0","id":1,"method":"secrets/set","params":{"name":"k","value":"hunter2-one"}}\n'
+             b'[{"jsonrpc":"2.0","id":2,"method":"secrets/set","params":{"name":"k","value":"hunter2-two"}},'
+             b'{"jsonrpc":"2.0","id":3,"method":"settings/set","params":{"key":"log.level","value":"debug"}}]\n'
+             # duplicate keys are normally kept raw; a secret must not be
+             b'{"jsonrpc":"2.0","id":4,"method":"secrets/set","params":{"name":"k","value":"a","value":"hunter2-3"}}\n')
+    received = tmp_path / "received"
+    # a stand-in daemon that keeps what it is given and answers nothing
+    daemon = [sys.executable, "-c", "import sys; open(sys.argv[1], 'wb').write(sys.stdin.buffer.read())",
+              str(received)]
+    argv = [sys.executable, "-m", "sidecar", "record", "--out", str(out), "--", *daemon]
+    proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert received.read_bytes() == stdin  # the daemon was given every byte as sent
+    text = out.read_text()
+    assert "hunter2" not in text
+    assert out.stat().st_mode & 0o777 == 0o600
+    sent = [line.msg for line in load(out).lines if line.dir == "client" and line.has_msg]
+    assert sent[0]["params"] == {"name": "k", "value": "<redacted>"}
+    assert sent[1][0]["params"] == {"name": "k", "value": "<redacted>"}
+    assert sent[1][1]["params"]["value"] == "debug"  # only secrets are redacted
+    assert sent[2]["params"] == {"name": "k", "value": "<redacted>"}
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_committed_transcripts_hold_no_secret_values(path: Path) -> None:
+    for line in load(path).lines:
+        if line.dir != "client" or not line.has_msg:
+            continue
+        for message in line.msg if isinstance(line.msg, list) else [line.msg]:
+            if isinstance(message, dict) and message.get("method") == "secrets/set":
+                assert message["params"]["value"] == "<redacted>", f"{path.name}: {message}"
+
+
 def test_serve_args_drops_what_belongs_to_one_run() -> None:
     argv = ["python", "-m", "sidecar", "serve", "--data-dir", "/x", "--debug-methods", "--parent-pid=12",
             "--max-concurrency", "2"]
@@ -260,6 +299,19 @@ def test_loads_rejects_malformed_lines_naming_them() -> None:
 def test_dumps_and_loads_round_trip() -> None:
     text = (TRANSCRIPTS / "errors.jsonl").read_text()
     assert loads(text).dumps() == text
+
+
+def test_loads_splits_on_newlines_only() -> None:
+    """U+2028, U+2029 and U+0085 are line breaks to str.splitlines(), and msgspec writes
+    them unescaped inside strings."""
+    text_value = "a\u2028b\u2029c\u0085d\x1c\x1d\x1ee"
+    transcript = Transcript(Header(1), [Line(dir="client", msg={"text": text_value}), Line(dir="client", close=True)])
+    text = transcript.dumps()
+    assert "\u2028" in text  # written as is, not escaped
+    for variant in (text, text.replace("\n", "\r\n")):
+        again = loads(variant)
+        assert again.lines[0].msg == {"text": text_value}
+        assert again.lines[1].close and again.linenos == [2, 3]
 
 
 def test_raw_lines_keep_bytes_that_are_not_utf8() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sidecar.client import DaemonClient  # noqa: E402
+from sidecar.client import DaemonClient, request_message  # noqa: E402
 
 OUT_DIR = REPO / "tests" / "transcripts"
 TIMEOUT = 30.0
@@ -49,10 +49,7 @@ class Session:
 
     def start(self, request_id: Any, method: str, params: Any = None) -> None:
         """Send a request without waiting: its answer comes after a later message."""
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        self.client.send(message)
+        self.client.send(request_message(request_id, method, params))
 
     def finish(self, request_id: Any) -> dict[str, Any]:
         return self.client.wait(request_id, self.client.expect(request_id), TIMEOUT)

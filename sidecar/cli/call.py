@@ -8,14 +8,14 @@ import sys
 
 import msgspec
 
+from sidecar.cli.common import daemon_args
 from sidecar.client import DaemonClient, RpcError, daemon_argv
 
 
 def daemon_command(args: argparse.Namespace) -> list[str]:
     """The daemon to spawn: --daemon ARGV..., else this sidecar's serve (with --data-dir)."""
-    if args.daemon:
-        argv = list(args.daemon)
-        return argv[1:] if argv and argv[0] == "--" else argv
+    if argv := daemon_args(args.daemon):
+        return argv
     extra = ["--data-dir", str(args.data_dir)] if getattr(args, "data_dir", None) else []
     return daemon_argv(*extra)
 
@@ -33,15 +33,19 @@ def run(args: argparse.Namespace) -> int:
     def show(note: dict) -> None:  # type: ignore[type-arg]
         print(msgspec.json.encode(note).decode(), file=sys.stderr, flush=True)
 
-    client = DaemonClient(daemon_command(args), stderr=None,
-                          on_notification=show if args.notifications else None)
+    argv = daemon_command(args)
+    try:
+        client = DaemonClient(argv, stderr=None, on_notification=show if args.notifications else None)
+    except OSError as exc:  # no such program, not executable, ...
+        print(f"sidecar call: cannot start the daemon {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     try:
         client.initialize("sidecar-call")
         result = client.request(args.method, params, timeout=args.timeout)
     except RpcError as exc:
         print(json.dumps({"error": exc.error}, indent=2, ensure_ascii=False))
         return 1
-    except (TimeoutError, BrokenPipeError) as exc:
+    except OSError as exc:  # TimeoutError, or ConnectionError/BrokenPipeError: the daemon is gone
         print(f"sidecar call: {exc}", file=sys.stderr)
         return 1
     finally:

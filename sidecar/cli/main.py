@@ -14,6 +14,8 @@ from pathlib import Path
 from sidecar import __version__
 
 COMMANDS = ("serve", "call", "shell", "record", "replay", "migrate")
+#: options of the top-level parser itself: everything else before a command is serve's
+_TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
 
 def _daemon_options(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_default_command(argv: list[str]) -> list[str]:
+    """`serve` put in front when no command is named: argparse would take a serve option
+    there for a command and refuse it ("invalid choice")."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in _TOP_LEVEL_OPTIONS):
+        return ["serve", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = args.command or "serve"
-    if args.command is None:
-        args = build_parser().parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
-    module = importlib.import_module(f"sidecar.cli.{command}")
+    args = build_parser().parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
+    module = importlib.import_module(f"sidecar.cli.{args.command}")
     return int(module.run(args) or 0)

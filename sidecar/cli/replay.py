@@ -6,15 +6,14 @@ import argparse
 import subprocess
 import sys
 
+from sidecar.cli.common import daemon_args
+
 
 def run(args: argparse.Namespace) -> int:
     from sidecar.transcripts import TranscriptError, replay
 
-    daemon = list(args.daemon or [])
-    if daemon and daemon[0] == "--":
-        daemon = daemon[1:]
     try:
-        report = replay(args.file, daemon=daemon or None, timeout=args.timeout,
+        report = replay(args.file, daemon=daemon_args(args.daemon) or None, timeout=args.timeout,
                         stderr=None if args.verbose else subprocess.DEVNULL)
     except (TranscriptError, OSError) as exc:
         print(f"sidecar replay: {exc}", file=sys.stderr)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import queue
 import subprocess
 import sys
 import threading
 from typing import IO, Any
 
 from sidecar.cli.call import daemon_command
-from sidecar.client import DaemonClient
+from sidecar.client import DaemonClient, request_message
 
 PROMPT = "sidecar> "
+#: seconds to wait for a cancelled request's answer
+CANCEL_WAIT = 10.0
 COMMANDS = (":help", ":methods", ":notify", ":quit")
 HELP = """\
   METHOD [JSON]          call a method, e.g.  system/stream {"count": 3}
@@ -94,25 +97,40 @@ class Shell:
     def request(self, method: str, params: Any) -> None:
         client = self._client()
         request_id = next(self._ids)
+        # one waiter for the whole request, Ctrl-C included: an answer that arrives while
+        # the cancel goes out must find it still registered
+        waiter = client.expect(request_id)
         try:
-            response = client.call(method, params, timeout=self.timeout, id=request_id)
-        except KeyboardInterrupt:
-            # the answer (-32800, or the result if it was already on its way) still comes
-            waiter = client.expect(request_id)
-            client.notify("$/cancelRequest", {"id": request_id})
-            self.emit(f"cancelling request {request_id}")
-            try:
-                response = client.wait(request_id, waiter, timeout=10)
-            except TimeoutError as exc:
-                self.emit(f"error: {exc}")
-                return
-        except TimeoutError as exc:
+            client.send(request_message(request_id, method, params))
+            response = self._await(request_id, waiter)
+        except (TimeoutError, ConnectionError) as exc:
             self.emit(f"error: {exc}")
+            return
+        finally:
+            client.forget(request_id)
+        if response is None:
             return
         if "error" in response:
             self.emit("error " + json.dumps(response["error"], indent=2, ensure_ascii=False))
         else:
             self.emit(json.dumps(response.get("result"), indent=2, ensure_ascii=False))
+
+    def _await(self, request_id: int, waiter: queue.Queue[dict[str, Any]]) -> dict[str, Any] | None:
+        """The response; the first Ctrl-C cancels the request and waits a little for its answer
+        (-32800, or the result if it was already on its way), a second one stops waiting."""
+        client = self._client()
+        timeout = self.timeout
+        cancelled = False
+        while True:
+            try:
+                return client.receive(request_id, waiter, timeout)
+            except KeyboardInterrupt:
+                if cancelled:
+                    self.emit(f"stopped waiting for request {request_id}")
+                    return None
+                cancelled, timeout = True, CANCEL_WAIT
+                client.notify("$/cancelRequest", {"id": request_id})
+                self.emit(f"cancelling request {request_id}")
 
     def _params(self, text: str) -> Any:
         if not text.strip():
@@ -174,8 +192,13 @@ def _setup_readline(shell: Shell) -> None:
 def run(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     shell = Shell(sys.stdout, interactive, args.timeout)
-    client = DaemonClient(daemon_command(args), stderr=subprocess.DEVNULL, on_notification=shell.on_notification,
-                          new_session=interactive)
+    argv = daemon_command(args)
+    try:
+        client = DaemonClient(argv, stderr=subprocess.DEVNULL, on_notification=shell.on_notification,
+                              new_session=interactive)
+    except OSError as exc:  # no such program, not executable, ...
+        print(f"sidecar shell: cannot start the daemon {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     shell.client = client
     try:
         info = client.initialize("sidecar-shell")

@@ -106,7 +106,7 @@ _decode_line = msgspec.json.Decoder(Line).decode
 def loads(text: str, source: str = "<transcript>") -> Transcript:
     header: Header | None = None
     transcript = Transcript(Header(FORMAT_VERSION), source=source)
-    for lineno, text_line in enumerate(text.splitlines(), 1):
+    for lineno, text_line in enumerate(_lines(text), 1):
         if not text_line.strip():
             continue
         try:
@@ -127,6 +127,15 @@ def loads(text: str, source: str = "<transcript>") -> Transcript:
     if header is None:
         raise TranscriptError(f"{source}: empty transcript (no header line)")
     return transcript
+
+
+def _lines(text: str) -> list[str]:
+    """The file's lines. Not str.splitlines(): that also breaks at U+2028, U+2029, U+0085 and
+    more, which msgspec writes unescaped inside JSON strings."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start another
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def load(path: Path | str) -> Transcript:

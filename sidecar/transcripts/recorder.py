@@ -4,7 +4,8 @@ Two threads pump the two directions with plain blocking reads and writes, so a l
 message in one direction can never wait on the other (the pipes drain independently). Each
 pump splits its stream into messages with the daemon's own FrameDecoder and appends them
 to the transcript *before* forwarding the bytes, so a reply is never written down ahead of
-the message that caused it.
+the message that caused it. Secret values (`secrets/set` params.value) are redacted in the
+transcript only; the daemon gets them as sent.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from typing import IO, Any
 
 import msgspec
 
-from sidecar.server.framing import CONTENT_LENGTH, FrameDecoder, FrameError, frame
+from sidecar.server.framing import FrameDecoder, FrameError, frame
 from sidecar.transcripts.format import FORMAT_VERSION, Header, Line, TranscriptWriter, raw_line
 from sidecar.transcripts.pipe import message_key
 from sidecar.transcripts.volatile import default_matchers
 
 #: options that only make sense for the recorded run; replay gives its own
 _RUN_SPECIFIC = {"--data-dir": 1, "--parent-pid": 1}
+#: a secret value as written down; replay still works, since values are never returned
+REDACTED = "<redacted>"
 
 
 def serve_args(argv: Sequence[str]) -> list[str]:
@@ -48,13 +51,33 @@ def serve_args(argv: Sequence[str]) -> list[str]:
 
 def client_line(payload: bytes, framing: str | None) -> Line:
     """A client message as a transcript line: JSON when replaying the decoded value sends an
-    equivalent message, else the bytes as they were (a parse error stays a parse error)."""
+    equivalent message, else the bytes as they were (a parse error stays a parse error).
+    Secret values are redacted."""
     try:
         value = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return raw_line("client", frame(payload, framing))
+    redacted = redact_secrets(value)
+    if redacted is not value:
+        # never kept raw, even with duplicate keys: the bytes would hold the secret
+        return Line(dir="client", msg=redacted)
+    try:
         json.loads(payload, object_pairs_hook=_no_duplicate_keys)
-    except (msgspec.DecodeError, ValueError, RecursionError):
-        return raw_line("client", frame(payload, CONTENT_LENGTH if framing == CONTENT_LENGTH else None))
+    except (ValueError, RecursionError):
+        return raw_line("client", frame(payload, framing))
     return Line(dir="client", msg=value)
+
+
+def redact_secrets(value: Any) -> Any:
+    """`value` with params.value of each secrets/set request (alone or in a batch) replaced by
+    REDACTED: a copy if anything was replaced, else `value` itself."""
+    if isinstance(value, list):
+        items = [redact_secrets(item) for item in value]
+        return items if any(new is not old for new, old in zip(items, value)) else value
+    if (isinstance(value, dict) and value.get("method") == "secrets/set"
+            and isinstance(value.get("params"), dict) and "value" in value["params"]):
+        return {**value, "params": {**value["params"], "value": REDACTED}}
+    return value
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
