@@ -66,13 +66,18 @@ def assert_alive(client: DaemonClient) -> None:
     assert client.request("system/ping") == {"pong": True}
 
 
+def parse_error_for(daemon: DaemonClient, payload: bytes) -> dict[str, Any]:
+    """Send `payload`, check it was answered -32700 with a null id; the error's data."""
+    daemon.send_bytes(payload)
+    message = unrouted(daemon)
+    assert message["id"] is None
+    assert message["error"]["code"] == -32700
+    return message["error"]["data"]
+
+
 def test_parse_error_and_the_daemon_keeps_reading(daemon: DaemonClient) -> None:
     for junk in (b'{"jsonrpc":"2.0","id":1,', b"\xff\xfe not json", b"nul\x00l", b"}"):
-        daemon.send_bytes(junk)
-        message = unrouted(daemon)
-        assert message["id"] is None
-        assert message["error"]["code"] == -32700
-        assert message["error"]["data"]["kind"] == "parse_error"
+        assert parse_error_for(daemon, junk)["kind"] == "parse_error"
         assert_alive(daemon)
     assert daemon.garbage == []
 
@@ -90,11 +95,7 @@ def test_invalid_utf8_inside_a_string_is_a_parse_error(daemon: DaemonClient, bad
         "id-key": b'{"jsonrpc":"2.0","method":"exit","' + bad + b'id":1}',
         "unknown-key": b'{"jsonrpc":"2.0","method":"exit","x' + bad + b'":1}',
     }[where]
-    daemon.send_bytes(payload)
-    message = unrouted(daemon)
-    assert message["id"] is None
-    assert message["error"]["code"] == -32700
-    assert message["error"]["data"]["reason"] == "not valid UTF-8"
+    assert parse_error_for(daemon, payload)["reason"] == "not valid UTF-8"
     assert_alive(daemon)
 
 
@@ -103,11 +104,7 @@ def test_deeply_nested_json_is_a_parse_error_not_a_crash(daemon: DaemonClient, d
     """msgspec raises RecursionError (not DecodeError) past its nesting limit."""
     nested = b"[" * depth + b"]" * depth
     for payload in (nested, b'{"jsonrpc":"2.0","id":1,"method":"system/ping","params":{"a":' + nested + b"}}"):
-        daemon.send_bytes(payload)
-        message = unrouted(daemon)
-        assert message["id"] is None
-        assert message["error"]["code"] == -32700
-        assert message["error"]["data"]["reason"] == "nested too deeply"
+        assert parse_error_for(daemon, payload)["reason"] == "nested too deeply"
         assert_alive(daemon)
 
 

@@ -163,11 +163,15 @@ def test_a_key_file_readable_by_others_is_refused(spawn: Callable[..., DaemonCli
     assert [s["name"] for s in client.request("secrets/list")["secrets"]] == ["a", "c"]
 
 
-def test_auto_backend_falls_back_to_the_key_file(data_dir: Path) -> None:
+def _daemon_without_a_keyring(data_dir: Path, backend: str) -> DaemonClient:
+    """A daemon with `--secrets-backend backend` on a machine whose keyring is unusable."""
     argv = serve_argv(data_dir)
-    argv[argv.index("file")] = "auto"
-    env = {**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    with DaemonClient(argv, env=env) as client:
+    argv[argv.index("file")] = backend
+    return DaemonClient(argv, env={**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
+
+
+def test_auto_backend_falls_back_to_the_key_file(data_dir: Path) -> None:
+    with _daemon_without_a_keyring(data_dir, "auto") as client:
         client.initialize("pytest")
         client.request("secrets/set", {"name": "a", "value": "b"})
         assert client.request("secrets/list")["keyBackend"] == "file"
@@ -175,10 +179,7 @@ def test_auto_backend_falls_back_to_the_key_file(data_dir: Path) -> None:
 
 
 def test_keyring_backend_without_a_keyring_is_unavailable(data_dir: Path) -> None:
-    argv = serve_argv(data_dir)
-    argv[argv.index("file")] = "keyring"
-    env = {**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
-    with DaemonClient(argv, env=env) as client:
+    with _daemon_without_a_keyring(data_dir, "keyring") as client:
         client.initialize("pytest")
         with pytest.raises(RpcError) as err:
             client.request("secrets/set", {"name": "a", "value": "b"})

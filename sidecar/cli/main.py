@@ -13,7 +13,6 @@ from pathlib import Path
 
 from sidecar import __version__
 
-COMMANDS = ("serve", "call", "shell", "record", "replay", "migrate")
 #: options of the top-level parser itself: everything else before a command is serve's
 _TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
 
