@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from protocol.common import Empty
 from protocol.jsonrpc import RequestId
 from protocol.spec import MethodSpec, NotificationSpec
 
@@ -41,10 +42,6 @@ class InitializeResult(msgspec.Struct):
     methods: list[str]
     notifications: list[str]
     capabilities: ServerCapabilities
-
-
-class Empty(msgspec.Struct):
-    """No parameters, or no result fields."""
 
 
 class CancelParams(msgspec.Struct):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from protocol.lifecycle import Empty
+from protocol.common import Empty
 from protocol.spec import MethodSpec, NotificationSpec
 
 SettingKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)+$")]

@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from protocol.lifecycle import Empty
+from protocol.common import Empty
 from protocol.spec import MethodSpec, NotificationSpec
 from protocol.streaming import StreamEvent
 

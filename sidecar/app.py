@@ -12,9 +12,9 @@ import apsw
 
 from sidecar import logs
 from sidecar.config import DaemonConfig
-from sidecar.security import handlers as secrets_handlers
-from sidecar.security.keys import choose_provider
-from sidecar.security.secret_service import SecretService
+from sidecar.secrets import handlers as secrets_handlers
+from sidecar.secrets.keys import choose_provider
+from sidecar.secrets.service import SecretService
 from sidecar.server.lifeline import (
     ParentWatch,
     arm_parent_death_signal,
@@ -30,8 +30,8 @@ from sidecar.settings.registry import CORE_SETTINGS
 from sidecar.settings.service import SettingsService
 from sidecar.store.database import Database
 from sidecar.store.migrations import MigrationError
-from sidecar.store.secrets_store import SecretsStore
-from sidecar.store.settings_store import SettingsStore
+from sidecar.secrets.store import SecretsStore
+from sidecar.settings.store import SettingsStore
 from sidecar.system import handlers as system_handlers
 from sidecar.system.metrics import Metrics
 from sidecar.system.service import Paths, SystemService
@@ -120,7 +120,7 @@ def _wire(router: Router, config: DaemonConfig, db: Database) -> Metrics:
     settings_handlers.register(router, settings)
     secrets_handlers.register(router, secrets)
     if config.debug_methods:
-        from sidecar.system import debug_handlers
+        from sidecar.debug import handlers as debug_handlers
 
         debug_handlers.register(router)
     return metrics

@@ -203,7 +203,7 @@ def test_old_backups_are_pruned(tmp_path: Path, db_path: Path) -> None:
 
 def test_shipped_migrations_are_well_formed() -> None:
     found = migrations.discover(migrations.default_migrations_dir())
-    assert found and found[0].path.name == "0001_init.sql"
+    assert found and found[0].path.name == "0001_core_settings_secrets.sql"
     conn = apsw.Connection(":memory:")
     for migration in found:  # each applies on top of the previous ones
         with conn:
@@ -223,12 +223,12 @@ def test_migrate_status_then_migrate(data_dir: Path) -> None:
     status = sidecar("migrate", "--data-dir", str(data_dir), "--status")
     assert status.returncode == 0, status.stderr
     assert f"schema version: 0 (latest {latest})" in status.stdout
-    assert "0001_init.sql" in status.stdout
+    assert "0001_core_settings_secrets.sql" in status.stdout
 
     applied = sidecar("migrate", "--data-dir", str(data_dir))
     assert applied.returncode == 0, applied.stderr
     assert f"applied {latest} migration(s)" in applied.stdout
-    assert "0001_init.sql" in applied.stdout
+    assert "0001_core_settings_secrets.sql" in applied.stdout
 
     status = sidecar("migrate", "--data-dir", str(data_dir), "--status")
     assert f"schema version: {latest} (latest {latest})" in status.stdout
@@ -277,7 +277,7 @@ def test_a_table_rebuild_keeps_child_rows_and_foreign_keys_are_checked(tmp_path:
     m = migrations
     mig = tmp_path / "mig"
     mig.mkdir()
-    (mig / "0001_init.sql").write_text(
+    (mig / "0001_core_settings_secrets.sql").write_text(
         "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);"
         "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
         "REFERENCES parent(id) ON DELETE CASCADE);"

@@ -24,7 +24,7 @@ from keyring.backends import fail
 
 from sidecar.client import DaemonClient, RpcError
 from sidecar.errors import NotFound, Unavailable
-from sidecar.security.keys import (
+from sidecar.secrets.keys import (
     KEY_BYTES,
     KEYRING_SERVICE,
     FileKeyProvider,
@@ -32,9 +32,9 @@ from sidecar.security.keys import (
     KeyUnavailable,
     choose_provider,
 )
-from sidecar.security.secret_service import SecretService
+from sidecar.secrets.service import SecretService
 from sidecar.store.database import Database
-from sidecar.store.secrets_store import SecretsStore
+from sidecar.secrets.store import SecretsStore
 from tests.conftest import serve_argv
 
 T = TypeVar("T")
@@ -308,7 +308,7 @@ def test_key_file_provider(tmp_path: Path) -> None:
 def test_racing_processes_agree_on_one_key(tmp_path: Path) -> None:
     """Several processes create the key file at once: all end up with the same key."""
     path = tmp_path / "secrets.key"
-    code = ("import sys; from pathlib import Path; from sidecar.security.keys import FileKeyProvider; "
+    code = ("import sys; from pathlib import Path; from sidecar.secrets.keys import FileKeyProvider; "
             "sys.stdout.write(FileKeyProvider(Path(sys.argv[1])).load_or_create().hex())")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
              for _ in range(4)]

@@ -15,10 +15,10 @@ import msgspec
 import pytest
 
 from sidecar.client import DaemonClient
-from sidecar.security.keys import FileKeyProvider
-from sidecar.security.secret_service import SecretService
+from sidecar.secrets.keys import FileKeyProvider
+from sidecar.secrets.service import SecretService
 from sidecar.store.database import BUSY_TIMEOUT_MS, READ_THREADS, Database
-from sidecar.store.secrets_store import SecretsStore
+from sidecar.secrets.store import SecretsStore
 
 PRAGMAS = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
 

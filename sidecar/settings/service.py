@@ -8,7 +8,7 @@ from typing import Any
 
 from sidecar.errors import NotFound
 from sidecar.settings.registry import SettingDef
-from sidecar.store.settings_store import SettingsStore
+from sidecar.settings.store import SettingsStore
 
 log = logging.getLogger("sidecar.settings")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from protocol import system as p
-from protocol.lifecycle import Empty
+from protocol.common import Empty
 from sidecar.server.context import RequestContext
 from sidecar.server.router import Router
 from sidecar.system.metrics import Metrics

@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 
 from protocol import debug as p
-from protocol.lifecycle import Empty
+from protocol.common import Empty
 from sidecar.server.context import RequestContext
 from sidecar.server.lifeline import child_preexec
 from sidecar.server.router import Router

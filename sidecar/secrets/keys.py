@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-log = logging.getLogger("sidecar.security")
+log = logging.getLogger("sidecar.secrets")
 
 KEY_BYTES = 32
 KEYRING_SERVICE = "sidecar"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import anyio
 
 from sidecar.errors import NotFound, Unavailable
-from sidecar.security.keys import KeyProvider, KeyUnavailable, key_id
-from sidecar.store.secrets_store import SecretRow, SecretsStore
+from sidecar.secrets.keys import KeyProvider, KeyUnavailable, key_id
+from sidecar.secrets.store import SecretRow, SecretsStore
 
-log = logging.getLogger("sidecar.security")
+log = logging.getLogger("sidecar.secrets")
 
 NONCE_BYTES = 12
 

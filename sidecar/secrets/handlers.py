@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from protocol import secrets as p
-from protocol.lifecycle import Empty
-from sidecar.security.secret_service import SecretInfo, SecretService
+from protocol.common import Empty
+from sidecar.secrets.service import SecretInfo, SecretService
 from sidecar.server.context import RequestContext
 from sidecar.server.router import Router
 
