@@ -86,6 +86,14 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _sidecar_from(checkout: str) -> Callable[[Path], list[str]]:
+    """sidecar from another checkout (e.g. the previous commit, `git archive REV | tar -x`):
+    the same daemon before a change, measured in the same run as after it."""
+    boot = (f"import sys; sys.path.insert(0, {checkout!r}); "
+            "from sidecar.cli.main import main; sys.exit(main())")
+    return lambda d: _python("-c", boot, "serve", "--data-dir", str(d / "before"), "--secrets-backend", "file")
+
+
 SERVERS: dict[str, Server] = {s.name: s for s in (
     Server("floor", lambda d: _python(str(BENCH / "peers" / "echo_server.py")), NDJSON,
            {}, None, "ping", "raw pipe echo (msgspec, blocking fds)"),
@@ -299,7 +307,7 @@ def run_server(server: Server, counts: Counts, time_limit_s: int) -> Result:
                 result.idle_rss_mb = psutil.Process(wire.pid).memory_info().rss / MB
                 measure_sequential(wire, server, counts, result)
                 measure_pipelined(wire, server, counts, result)
-                if server.name == "sidecar":
+                if server.name in ("sidecar", "before"):
                     measure_stream(wire, counts, result)
                     measure_slow_reader(wire, counts, result)
                 result.loaded_rss_mb = psutil.Process(wire.pid).memory_info().rss / MB
@@ -374,8 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts and one spawn (a smoke run)")
     parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated: " + ",".join(SERVERS))
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    parser.add_argument("--before", default=None, metavar="CHECKOUT",
+                        help="also measure sidecar from this other checkout, as server 'before'")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.before:
+        base = SERVERS["sidecar"]
+        SERVERS["before"] = Server("before", _sidecar_from(str(Path(args.before).resolve())), base.framing,
+                                   base.init_params, base.initialized, base.ping, f"sidecar from {args.before}")
+        names.insert(names.index("sidecar") if "sidecar" in names else len(names), "before")
     unknown = [n for n in names if n not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s): {', '.join(unknown)}")

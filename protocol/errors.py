@@ -30,9 +30,11 @@ APPLICATION_CODES: dict[str, int] = {
     "resource_exhausted": -32007,
     "timeout": -32008,
     "conflict": -32009,
-    "shutting_down": -32010,
     "unavailable": -32011,
 }
+
+#: after `shutdown`, requests answer -32600 (as LSP prescribes) with this kind
+SHUTTING_DOWN_KIND = "shutting_down"
 
 #: kinds used with the standard codes
 PROTOCOL_KINDS: dict[int, str] = {

@@ -34,6 +34,12 @@ class ServerCapabilities(msgspec.Struct):
     maxConcurrency: int
     #: requests that touch shared state run in arrival order (see README, "Ordering")
     orderedMethods: list[str]
+    #: the ordering lane of each ordered method: methods in one lane run one after another
+    lanes: dict[str, str] = {}
+    #: requests read and not yet answered, at most; past it requests answer resource_exhausted
+    maxPendingRequests: int = 4096
+    #: protocol versions this daemon speaks, oldest first
+    protocolVersions: list[str] = []
 
 
 class InitializeResult(msgspec.Struct):

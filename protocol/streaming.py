@@ -9,7 +9,10 @@ from protocol.jsonrpc import RequestId
 
 class StreamEvent(msgspec.Struct, kw_only=True):
     """Base of every streamed notification: `requestId` names the open request and `seq`
-    counts from 0, so a shell can order and de-duplicate what it receives."""
+    counts from 0, so a shell can order and de-duplicate what it receives.
 
-    requestId: RequestId
-    seq: int
+    A handler builds the event without them; the server's stream fills both in before
+    sending, so on the wire they are always present (the schema marks them required)."""
+
+    requestId: RequestId = 0
+    seq: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -32,8 +32,7 @@ class HealthResult(msgspec.Struct):
 
 
 class MetricsParams(msgspec.Struct):
-    #: also return the Prometheus text exposition form
-    prometheus: bool = False
+    prometheus: Annotated[bool, Meta(description="Also return the Prometheus text exposition form.")] = False
 
 
 class LatencyBucket(msgspec.Struct):
@@ -94,9 +93,12 @@ class InfoResult(msgspec.Struct):
 class StreamParams(msgspec.Struct):
     """Emit `count` chunks of `chunkBytes` each, `intervalMs` apart, then answer."""
 
-    count: Annotated[int, Meta(ge=0, le=10_000_000)] = 10
-    chunkBytes: Annotated[int, Meta(ge=0, le=1_048_576)] = 16
-    intervalMs: Annotated[float, Meta(ge=0, le=3_600_000)] = 0.0
+    count: Annotated[int, Meta(ge=0, le=10_000_000, description="How many chunks to send.")] = 10
+    chunkBytes: Annotated[int, Meta(ge=0, le=1_048_576, description=(
+        "Size of each chunk's data (ASCII: characters = bytes)."))] = 16
+    intervalMs: Annotated[float, Meta(ge=0, le=3_600_000, description=(
+        "Milliseconds to wait before each chunk: a slow request to test "
+        "cancellation with, e.g. {\"count\": 100, \"intervalMs\": 1000}."))] = 0.0
 
 
 class StreamChunk(StreamEvent):
@@ -110,6 +112,8 @@ class StreamResult(msgspec.Struct):
     sha256: str
 
 
+STREAM_CHUNK = NotificationSpec("system/streamChunk", StreamChunk, "One chunk of system/stream.")
+
 PING = MethodSpec("system/ping", Empty, PingResult, "Liveness: answers at once.")
 HEALTH = MethodSpec("system/health", Empty, HealthResult,
                     "Database reachable, uptime, active and queued requests.")
@@ -119,9 +123,65 @@ INFO = MethodSpec("system/info", Empty, InfoResult, "Versions, paths, process RS
 STREAM = MethodSpec("system/stream", StreamParams, StreamResult,
                     "Stream test chunks, then answer with their count and digest: exercises "
                     "a shell's streaming and cancellation plumbing.",
-                    streams=("system/streamChunk",))
-
-STREAM_CHUNK = NotificationSpec("system/streamChunk", StreamChunk, "One chunk of system/stream.")
+                    streams=(STREAM_CHUNK,))
 
 METHODS = (PING, HEALTH, METRICS, INFO, STREAM)
 NOTIFICATIONS = (STREAM_CHUNK,)
+
+
+# ---- system/describe: what a method takes and answers, from these Structs -----------------
+
+class DescribeParams(msgspec.Struct):
+    method: Annotated[str, Meta(description="The method to describe, e.g. system/stream.")]
+
+
+class FieldInfo(msgspec.Struct, omit_defaults=True):
+    """One field of a params, result or notification object."""
+
+    name: str
+    type: Annotated[str, Meta(description=(
+        'JSON type with bounds, e.g. "integer 0..100", "string | null", "array of Foo"; '
+        "a capitalised name is an object type listed in `types`."))]
+    required: bool
+    default: Annotated[Any | msgspec.UnsetType, Meta(description=(
+        "The value used when the field is left out; absent when there is none."))] = msgspec.UNSET
+    description: str | None = None
+
+
+class TypeInfo(msgspec.Struct, omit_defaults=True):
+    """An object type a field refers to by name."""
+
+    name: str
+    fields: list[FieldInfo]
+    description: str | None = None
+
+
+class StreamInfo(msgspec.Struct, omit_defaults=True):
+    """A notification the method sends while it runs."""
+
+    name: str
+    summary: str
+    fields: list[FieldInfo]
+
+
+class DescribeResult(msgspec.Struct, omit_defaults=True):
+    name: str
+    summary: str
+    params: Annotated[list[FieldInfo], Meta(description="Fields of the params object (by name).")]
+    resultType: Annotated[str, Meta(description=(
+        'The result\'s type: an object type\'s name (its fields in `result`), or e.g. "null".'))]
+    result: Annotated[list[FieldInfo], Meta(description="Fields of the result object; empty if it is not one.")]
+    streams: list[StreamInfo] = []
+    types: Annotated[list[TypeInfo], Meta(description=(
+        "Object types that params, result or streams refer to by name, with their fields."))] = []
+    lane: Annotated[str | None, Meta(description=(
+        "Its ordering lane (README, \"Ordering\"); absent when it needs no order."))] = None
+    longRunning: Annotated[bool, Meta(description="May run for long: send it with an id, so it can be cancelled.")] \
+        = False
+
+
+DESCRIBE = MethodSpec("system/describe", DescribeParams, DescribeResult,
+                      "A method's params and result: fields, types, defaults and descriptions "
+                      "(the same as protocol/schema/openrpc.json).")
+
+METHODS = (*METHODS, DESCRIBE)

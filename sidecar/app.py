@@ -1,20 +1,26 @@
-"""The composition root: build every service, wire handlers, serve one session on stdio."""
+"""The composition root: the list of capabilities, and serving one session on stdio.
+
+Adding a capability is one line in `CAPABILITIES` (see the README, "Adding a capability").
+The order matters only for services: a capability may `require` what an earlier one
+`provide`d.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import os
-from typing import Any
+from contextlib import AsyncExitStack
 
 import anyio
 import apsw
 
 from sidecar import logs
+from sidecar.capability import Capability, Platform
 from sidecar.config import DaemonConfig
-from sidecar.secrets import handlers as secrets_handlers
-from sidecar.secrets.keys import choose_provider
-from sidecar.secrets.service import SecretService
+from sidecar.debug.capability import DebugCapability
+from sidecar.notifier import Notifier
+from sidecar.secrets.capability import SecretsCapability
 from sidecar.server.lifeline import (
     ParentWatch,
     arm_parent_death_signal,
@@ -25,18 +31,24 @@ from sidecar.server.lifeline import (
 from sidecar.server.router import Router
 from sidecar.server.session import Session, SessionConfig
 from sidecar.server.stdio import FdWriter, claim_stdout, open_reader
-from sidecar.settings import handlers as settings_handlers
-from sidecar.settings.registry import CORE_SETTINGS
+from sidecar.settings.capability import SettingsCapability
+from sidecar.settings.registry import SettingsError
 from sidecar.settings.service import SettingsService
+from sidecar.settings.store import SettingsStore
 from sidecar.store.database import Database
 from sidecar.store.migrations import MigrationError
-from sidecar.secrets.store import SecretsStore
-from sidecar.settings.store import SettingsStore
-from sidecar.system import handlers as system_handlers
+from sidecar.system.capability import SystemCapability
 from sidecar.system.metrics import Metrics
-from sidecar.system.service import Paths, SystemService
 
 log = logging.getLogger("sidecar")
+
+#: every capability of the daemon, in the order they are built and started
+CAPABILITIES: tuple[type[Capability], ...] = (
+    SystemCapability,
+    SettingsCapability,
+    SecretsCapability,
+    DebugCapability,
+)
 
 
 def run(config: DaemonConfig) -> int:
@@ -56,10 +68,44 @@ def run(config: DaemonConfig) -> int:
         if armed:
             hold_parent_death_signal()  # the loop's handler is gone; its default action would kill us here
         terminate_descendants()
+        logs.shutdown()
 
 
 class StartupError(Exception):
     """The daemon cannot serve at all (e.g. its database is unusable): one log line, exit 2."""
+
+
+def build(config: DaemonConfig, db: Database, notifier: Notifier,
+          capabilities: tuple[type[Capability], ...] = CAPABILITIES) -> tuple[Platform, list[Capability], Router]:
+    """Every capability of this build, built and registered on one router."""
+    chosen = [cls for cls in capabilities if cls.wanted(config)]
+    settings = SettingsService(SettingsStore(db), notifier, overrides_cli={"log.level": config.log_level})
+    for cls in chosen:
+        settings.register(cls.settings)
+    try:
+        settings.load()
+    except SettingsError as exc:
+        raise StartupError(str(exc)) from None
+    platform = Platform(config=config, db=db, settings=settings, notifier=notifier)
+    built = [cls(platform) for cls in chosen]
+    router = Router()
+    for capability in built:
+        capability.register(router)
+    return platform, built, router
+
+
+def session_config(config: DaemonConfig, platform: Platform) -> SessionConfig:
+    settings = platform.settings
+    return SessionConfig(max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency,
+                         max_pending=settings.value("server.maxPendingRequests"),
+                         max_queued_bytes=settings.value("server.maxQueuedBytes"))
+
+
+def _session_setting_changed(session: Session, key: str, value: object, previous: object) -> None:
+    if key == "server.maxPendingRequests":
+        session.config.max_pending = value  # type: ignore[assignment]
+    elif key == "server.maxQueuedBytes":
+        session.config.max_queued_bytes = value  # type: ignore[assignment]
 
 
 async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: int) -> int:
@@ -72,55 +118,33 @@ async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: 
         except (apsw.Error, OSError) as exc:
             # a corrupt or foreign file, a read-only directory...: say which file, not a traceback
             raise StartupError(f"cannot open the database {config.database_path}: {exc}") from None
-        router = Router()
-        metrics = _wire(router, config, db)
+        notifier = Notifier()
+        platform, capabilities, router = build(config, db, notifier)
         reader = open_reader(read_fd)
         writer = FdWriter(write_fd)
-        session = Session(router, reader, writer.write, SessionConfig(
-            max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency), metrics,
-            try_write=None if writer.threaded else writer.try_write)
-        log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
+        session = Session(router, reader, writer.write, session_config(config, platform),
+                          platform.require(Metrics), try_write=None if writer.threaded else writer.try_write,
+                          notifier=notifier)
+        platform.settings.subscribe(functools.partial(_session_setting_changed, session))
         try:
             async with anyio.create_task_group() as tg:
                 # listening before serving: a signal in between would otherwise go unseen
                 await tg.start(watch_signals, session.stop)
                 if config.watch_parent:
                     await tg.start(ParentWatch(parent_pid).watch, session.stop)
-                code = await session.serve()
-                # children go while our signal handlers still stand: once the task group
-                # ends, a SIGTERM would kill us with its default action and orphan them
-                await anyio.to_thread.run_sync(terminate_descendants)
+                async with AsyncExitStack() as lifespans:
+                    for capability in capabilities:
+                        await lifespans.enter_async_context(capability.lifespan())
+                    log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
+                    code = await session.serve()
+                    # children go while our signal handlers still stand: once the task group
+                    # ends, a SIGTERM would kill us with its default action and orphan them
+                    await anyio.to_thread.run_sync(terminate_descendants)
                 tg.cancel_scope.cancel()
         finally:
             writer.restore()
+            notifier.detach()
         log.info("exiting with code %d (%s)", code, session.stop_reason)
         return code
     finally:
         db.close()
-
-
-def _wire(router: Router, config: DaemonConfig, db: Database) -> Metrics:
-    settings = SettingsService(SettingsStore(db), CORE_SETTINGS)
-    settings.load()
-    metrics = Metrics(slow_request_ms=settings.value("server.slowRequestMs"))
-    if config.log_level is None:
-        logs.set_level(settings.value("log.level"))
-
-    def on_change(key: str, value: Any, previous: Any) -> None:
-        if key == "log.level" and config.log_level is None:
-            logs.set_level(value)
-        elif key == "server.slowRequestMs":
-            metrics.slow_request_ms = value
-
-    settings.subscribe(on_change)
-    system = SystemService(db, Paths(config.data_dir, config.database_path, config.log_path))
-    secrets = SecretService(SecretsStore(db), functools.partial(choose_provider, config.secrets_backend, config.data_dir))
-
-    system_handlers.register(router, system, metrics)
-    settings_handlers.register(router, settings)
-    secrets_handlers.register(router, secrets)
-    if config.debug_methods:
-        from sidecar.debug import handlers as debug_handlers
-
-        debug_handlers.register(router)
-    return metrics

@@ -175,8 +175,23 @@ def _notifications(client: DaemonClient) -> list[dict[str, Any]]:
 
 def test_a_null_id_request_in_a_batch_is_answered_in_the_batch(daemon: DaemonClient) -> None:
     wire = Wire(daemon)
-    daemon.send([req(None, "debug/sleep", {"seconds": 0.05}), req(1, "system/ping"), req(None, "system/ping")])
+    daemon.send([req(None, "system/health"), req(1, "system/ping"), req(None, "system/ping")])
     batch = wire.next()
     assert isinstance(batch, list) and len(batch) == 3
     assert sorted(str(r["id"]) for r in batch) == ["1", "None", "None"]
     assert all("result" in r for r in batch)
+
+
+def test_a_long_running_method_needs_an_id(daemon: DaemonClient) -> None:
+    """Nobody can cancel a request without an id: a long-running one is refused (hardening #6)."""
+    wire = Wire(daemon)
+    daemon.send(req(None, "system/stream", {"count": 1, "intervalMs": 3600000}))
+    answer = wire.next()
+    assert answer["id"] is None and answer["error"]["code"] == -32600
+    assert "id" in answer["error"]["message"]
+    # as a notification it is not run at all: 64 of them hold no slot
+    for _ in range(64):
+        daemon.send({"jsonrpc": "2.0", "method": "system/stream", "params": {"count": 1, "intervalMs": 3600000}})
+    daemon.send(req(2, "system/health"))
+    health = wire.next()
+    assert health["id"] == 2 and health["result"]["activeRequests"] == 0

@@ -38,7 +38,8 @@ def register(router: Router) -> None:
         os.write(1, params.text.encode() + b"\n")  # what C code writing to stdout does
         return Empty()
 
-    @router.method(p.SPAWN)
+    # inline: the parent-death signal follows the thread that forked (see child_preexec)
+    @router.method(p.SPAWN, inline=True)
     def spawn(ctx: RequestContext, params: p.SpawnParams) -> p.SpawnResult:
         # stdin is inherited on purpose: the daemon's fd 0 is /dev/null, which tests check
         child = subprocess.Popen(params.argv, stdout=subprocess.DEVNULL,

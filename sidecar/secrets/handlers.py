@@ -14,15 +14,15 @@ def _meta(info: SecretInfo) -> p.SecretMeta:
 
 
 def register(router: Router, service: SecretService) -> None:
-    @router.method(p.SET, ordered=True)
+    @router.method(p.SET)
     async def set_(ctx: RequestContext, params: p.SecretSetParams) -> p.SecretMeta:
         return _meta(await service.set(params.name, params.value))
 
-    @router.method(p.DELETE, ordered=True)
+    @router.method(p.DELETE)
     async def delete(ctx: RequestContext, params: p.SecretNameParams) -> p.SecretDeleteResult:
         await service.delete(params.name)
         return p.SecretDeleteResult(params.name, True)
 
-    @router.method(p.LIST, ordered=True)
+    @router.method(p.LIST)
     async def list_(ctx: RequestContext, params: Empty) -> p.SecretListResult:
         return p.SecretListResult([_meta(i) for i in await service.list()], await service.key_backend())

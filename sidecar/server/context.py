@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import msgspec
 
 from protocol.jsonrpc import RequestId
 from protocol.spec import NotificationSpec
+from protocol.streaming import StreamEvent
+from sidecar.commit import RequestGuard
 
 if TYPE_CHECKING:
     from sidecar.server.session import Session
@@ -25,7 +25,8 @@ CHECKPOINT_EVERY = 64
 class Stream:
     """Streamed notifications of one kind, tied to one request.
 
-    Every message carries `requestId` and a `seq` counting from 0. `send` waits while the
+    `send(event)` takes a Struct subclassing `StreamEvent` (a tagged union's variants are
+    fine); the stream fills in `requestId` and a `seq` counting from 0. It waits while the
     outgoing queue is full, so a fast producer cannot outrun a slow shell's memory.
     """
 
@@ -35,7 +36,7 @@ class Stream:
         self._ctx = ctx
         self._spec = spec
 
-    async def send(self, **fields: Any) -> None:
+    async def send(self, event: StreamEvent) -> None:
         ctx = self._ctx
         if ctx.request_id is None:
             # a notification (or an `id: null` request) has nobody to stream to; still yield,
@@ -43,14 +44,15 @@ class Stream:
             await anyio.lowlevel.checkpoint()
             return
         seq = ctx.next_seq()
-        event = self._spec.params(requestId=ctx.request_id, seq=seq, **fields)
+        event.requestId = ctx.request_id
+        event.seq = seq
         await ctx.session.notify(self._spec.name, event)
         if seq % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
             await anyio.lowlevel.checkpoint()
 
 
 class RequestContext:
-    __slots__ = ("session", "request_id", "is_request", "method", "deferred", "scope", "started", "_seq",
+    __slots__ = ("session", "request_id", "is_request", "method", "scope", "guard", "started", "_seq",
                  "__weakref__")
 
     def __init__(self, session: Session, request_id: RequestId | None, method: str, *,
@@ -61,9 +63,9 @@ class RequestContext:
         #: a response is owed (JSON-RPC allows `id: null`, so request_id alone cannot say)
         self.is_request = is_request
         self.method = method
-        #: set by an async route: the call to run in the request's own task
-        self.deferred: Callable[[], Awaitable[Any]] | None = None
         self.scope: anyio.CancelScope | None = None
+        #: decides whether a cancellation may still take effect (sidecar/commit.py)
+        self.guard: RequestGuard | None = None
         self.started = False
         self._seq = 0
 
@@ -75,6 +77,18 @@ class RequestContext:
     def stream(self, spec: NotificationSpec) -> Stream:
         return Stream(self, spec)
 
-    async def broadcast(self, spec: NotificationSpec, event: msgspec.Struct) -> None:
-        """A notification not tied to this request (e.g. settings/changed)."""
+    def cancel(self) -> None:
+        """Cancel unless a write of this request has committed (then it answers its result)."""
+        if self.guard is not None:
+            self.guard.request_cancel()
+        elif self.scope is not None:
+            self.scope.cancel()
+
+    def force_cancel(self) -> None:
+        """Wind-down: cancel whatever it is doing."""
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def broadcast(self, spec: NotificationSpec, event: Any) -> None:
+        """A notification not tied to this request. Deprecated: services use the Notifier."""
         await self.session.notify(spec.name, event)

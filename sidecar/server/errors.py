@@ -64,9 +64,31 @@ def cancelled() -> ErrorObject:
     return protocol_error(REQUEST_CANCELLED)
 
 
+def _typed_leaf(exc: BaseException) -> BaseException | None:
+    """The first ProtocolFailure or SidecarError in an exception group, depth first in the
+    order the group holds them (a handler's own task group may raise several: the first
+    typed one answers; the others are logged with the incident when there is one)."""
+    if isinstance(exc, (ProtocolFailure, SidecarError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _typed_leaf(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def from_exception(exc: BaseException, method: str) -> ErrorObject:
-    """A service error keeps its kind and message; anything else becomes an opaque internal
-    error whose traceback goes to the log only, under an incident id."""
+    """A service error keeps its kind and message, even when raised inside a handler's own
+    task group (unwrapped from the exception group); anything else becomes an opaque
+    internal error whose traceback goes to the log only, under an incident id."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaf = _typed_leaf(exc)
+        if leaf is not None:
+            if len(exc.exceptions) > 1:
+                log.info("%s raised %d errors at once; answering the first typed one", method,
+                         len(exc.exceptions), exc_info=exc)
+            exc = leaf
     if isinstance(exc, ProtocolFailure):
         return exc.error
     if isinstance(exc, InvalidValue):

@@ -15,13 +15,16 @@ CONTENT_LENGTH = "content-length"
 
 _HEADER_PREFIX = b"content-length:"
 _WHITESPACE = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+#: what a header line may start with (a token); anything else in header position is junk
+_TOKEN_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
 
 @dataclass(frozen=True, slots=True)
 class FrameError:
     """Something in the stream that is not a message: answered with an error, then skipped."""
 
-    kind: str  # "oversized" | "bad_header"
+    kind: str  # "oversized" | "bad_header" | "not_a_header"
     size: int = 0
 
 
@@ -35,9 +38,32 @@ class FrameDecoder:
         self._discarding = False  # ndjson: skipping the rest of an oversized line
         self._scanned = 0  # ndjson: bytes of the buffer already known to hold no newline
         self._skip = 0  # content-length: body bytes of an oversized message still to skip
+        self._started = False  # a leading UTF-8 byte-order mark has been looked for
+
+    @property
+    def awaiting_header(self) -> bool:
+        """Content-Length framing with part of a header buffered: if no more bytes come,
+        the session answers a framing error (`expire_partial`) rather than wait forever."""
+        return self.framing == CONTENT_LENGTH and not self._skip and bool(self._buf.strip(_WHITESPACE)) \
+            and self._buf.find(b"\r\n\r\n") < 0
+
+    def expire_partial(self) -> Iterator[FrameError]:
+        """Drop a partial header that sat too long (e.g. an NDJSON line sent to a
+        Content-Length session, with no newline after it)."""
+        if self.awaiting_header:
+            self._buf.clear()
+            yield FrameError("not_a_header")
 
     def feed(self, data: bytes) -> Iterator[bytes | FrameError]:
-        self._buf += data
+        if not self._started:
+            self._buf += data
+            if len(self._buf) < len(_BOM) and _BOM.startswith(bytes(self._buf)):
+                return  # could still be a byte-order mark: wait
+            self._started = True
+            if self._buf.startswith(_BOM):
+                del self._buf[:len(_BOM)]  # some Windows tools write one; JSON forbids it
+        else:
+            self._buf += data
         if self.framing is None and not self._detect():
             return
         if self.framing == NDJSON:
@@ -76,6 +102,8 @@ class FrameDecoder:
                     yield line
             pos = end + 1
         del buf[:pos]
+        if not buf and pos >= 1 << 20:
+            self._buf = buf = bytearray()  # let the big one's memory go, not just its bytes
         self._scanned = len(buf)
         # A partial line already over the limit is reported now and skipped to its end, so
         # memory stays bounded. Like a whole line, it is measured without leading whitespace,
@@ -104,6 +132,12 @@ class FrameDecoder:
                 del buf[:1]
             end = buf.find(b"\r\n\r\n")
             if end < 0:
+                newline = buf.find(b"\n")
+                if buf and buf[0] not in _TOKEN_START and newline >= 0:
+                    # a whole line that cannot start a header (an NDJSON message, say)
+                    yield FrameError("not_a_header")
+                    self._resync(newline + 1)
+                    continue
                 if len(buf) > 8192:  # no header is this long: junk, resynchronise
                     yield FrameError("bad_header")
                     self._resync(1)
@@ -144,10 +178,10 @@ class FrameDecoder:
             if not sep:
                 return None
             if name.strip().lower() == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
+                value = value.strip()
+                if not value.isdigit() or len(value) > 18:  # int() would take "5_8", "+5", " 5"
                     return None
+                length = int(value)
         return length if length is not None and length >= 0 else None
 
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from protocol.errors import INVALID_REQUEST, SERVER_NOT_INITIALIZED, ErrorObject
+from protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS
+from protocol.errors import INVALID_PARAMS, INVALID_REQUEST, SERVER_NOT_INITIALIZED, SHUTTING_DOWN_KIND, ErrorObject
 from protocol.lifecycle import (
     CANCEL_REQUEST,
     EXIT,
@@ -43,16 +44,41 @@ def gate(state: str, method: str) -> ErrorObject | None:
                                      kind="not_initialized")
     if state == "shutdown" and method not in _AFTER_SHUTDOWN:
         return errors.protocol_error(INVALID_REQUEST, "Server is shutting down: only exit is accepted",
-                                     kind="shutting_down")
+                                     kind=SHUTTING_DOWN_KIND)
     return None
 
 
+def check_protocol_version(asked: str | None) -> None:
+    """Negotiation as MCP does it: the daemon answers with the version it speaks, and a
+    client that cannot speak that one disconnects. A version the daemon can never speak
+    (malformed, or older than the oldest it supports) is refused here, clearly."""
+    if asked is None or asked in SUPPORTED_PROTOCOL_VERSIONS:
+        return
+    speaks = ", ".join(SUPPORTED_PROTOCOL_VERSIONS)
+    if not _is_date_version(asked):
+        reason = f"protocol versions are dates like {PROTOCOL_VERSION}; this daemon speaks {speaks}"
+    elif asked < SUPPORTED_PROTOCOL_VERSIONS[0]:
+        reason = f"protocol version {asked} is older than this daemon supports; it speaks {speaks}"
+    else:
+        return  # newer: we answer ours, the client decides
+    raise errors.ProtocolFailure(errors.protocol_error(
+        INVALID_PARAMS, f"Unsupported protocol version: {reason}"[:300], path="$.params.protocolVersion",
+        reason=reason[:300]))
+
+
+def _is_date_version(text: str) -> bool:
+    parts = text.split("-")
+    return len(text) == 10 and len(parts) == 3 and all(p.isdigit() for p in parts) and \
+        [len(p) for p in parts] == [4, 2, 2]
+
+
 def register(router: Router, session: Session) -> None:
-    @router.method(INITIALIZE)
+    @router.method(INITIALIZE, inline=True)
     def initialize(ctx: RequestContext, params: InitializeParams) -> InitializeResult:
         if session.state != "new":
             raise errors.ProtocolFailure(errors.protocol_error(
                 INVALID_REQUEST, "Already initialized", reason="initialize was already called"))
+        check_protocol_version(params.protocolVersion)
         session.state = "initialized"
         session.client_info = msgspec.to_builtins(params.clientInfo) if params.clientInfo else None
         log.info("initialized by %s", session.client_info or "an unnamed client")
@@ -60,9 +86,9 @@ def register(router: Router, session: Session) -> None:
 
     @router.notification(INITIALIZED)
     def initialized(ctx: RequestContext, params: Empty) -> None:
-        return None
+        session.client_ready()
 
-    @router.method(SHUTDOWN)
+    @router.method(SHUTDOWN, inline=True)
     def shutdown(ctx: RequestContext, params: Empty) -> None:
         session.state = "shutdown"
         return None

@@ -6,55 +6,73 @@ read loop use `put_nowait()` and never wait there: a read loop stuck behind a fu
 could deadlock a client that is itself blocked writing to us. Responses are bounded by the
 requests read; `over_hard_limit` tells the read loop to stop reading until the backlog
 drains, so even a client that never reads cannot grow us without bound.
+
+Any write error (EPIPE, EIO, ENOSPC...) means the shell is gone: the outbox marks itself
+broken, drops what it holds and calls `on_broken`, and the session winds down.
+
+At exit, queued notifications are dropped (their requests are being cancelled) and the
+responses still queued are written; a write that has begun is always finished, so the
+shell never sees half a frame.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
+
+log = logging.getLogger("sidecar.server")
 
 WRITE_BATCH_BYTES = 1 << 20
 
 
 class Outbox:
     def __init__(self, write: Callable[[bytes], Awaitable[None]], limit_bytes: int = 8 << 20,
-                 try_write: Callable[[bytes], int] | None = None) -> None:
+                 try_write: Callable[[bytes], int] | None = None,
+                 on_broken: Callable[[], None] | None = None) -> None:
         self._write = write
         #: a non-blocking write returning the bytes taken: when nothing is queued or being
         #: written, a message goes straight to the pipe, saving a task switch per answer
         self._try_write = try_write
+        self._on_broken = on_broken
         self._writing = False
         self.limit_bytes = limit_bytes
         self.hard_limit_bytes = limit_bytes * 4
-        self._items: deque[bytes] = deque()
+        #: (frame, droppable): notifications may be dropped at exit, responses and the rest
+        #: of a frame already partly written may not
+        self._items: deque[tuple[bytes, bool]] = deque()
         self.pending_bytes = 0
         self._has_items = anyio.Event()
         self._has_space = anyio.Event()
         self._closed = False
-        self._finished = anyio.Event()  # `run` has returned: everything queued was written
-        self.broken = False  # the reader went away (EPIPE)
+        self._finished = anyio.Event()  # `run` has returned
+        self.broken = False  # the reader went away, or writing failed
+        self._write_scope: anyio.CancelScope | None = None
+        self._abandoned = False
 
-    def put_nowait(self, data: bytes) -> None:
+    def put_nowait(self, data: bytes, *, droppable: bool = False) -> None:
         if self.broken:
             return
         if self._try_write is not None and not self._items and not self._writing:
             try:
                 written = self._try_write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                self._mark_broken()
+            except OSError as exc:
+                self._mark_broken(exc)
                 return
             if written == len(data):
                 return
-            data = data[written:]  # the pipe is full: the writer task sends the rest
-        self._items.append(data)
+            if written:
+                data = data[written:]  # the pipe is full: the writer task sends the rest
+                droppable = False  # never leave half a frame
+        self._items.append((data, droppable))
         self.pending_bytes += len(data)
         self._has_items.set()
 
-    async def put(self, data: bytes) -> None:
+    async def put(self, data: bytes, *, droppable: bool = False) -> None:
         await self.wait_below_limit()
-        self.put_nowait(data)
+        self.put_nowait(data, droppable=droppable)
 
     @property
     def over_hard_limit(self) -> bool:
@@ -75,42 +93,68 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
+            if self._abandoned:
+                return
             if not self._items:
                 if self._closed:
                     return
                 self._has_items = anyio.Event()
                 await self._has_items.wait()
                 continue
-            batch = [self._items.popleft()]
-            size = len(batch[0])
+            first, _ = self._items.popleft()
+            batch = [first]
+            size = len(first)
             while self._items and size < WRITE_BATCH_BYTES:
-                item = self._items.popleft()
+                item, _ = self._items.popleft()
                 batch.append(item)
                 size += len(item)
             self._writing = True
             try:
-                await self._write(b"".join(batch) if len(batch) > 1 else batch[0])
-            except (BrokenPipeError, ConnectionResetError):
-                self._mark_broken()
+                # once begun, a write completes even if the writer is cancelled: a partial
+                # frame would corrupt the shell's stream (the session bounds how long it waits)
+                with anyio.CancelScope(shield=True) as self._write_scope:
+                    await self._write(b"".join(batch) if len(batch) > 1 else batch[0])
+                if self._write_scope.cancelled_caught:
+                    return  # abandoned: the shell stopped reading for good
+
+            except OSError as exc:
+                self._mark_broken(exc)
                 return
             finally:
                 self._writing = False
+                self._write_scope = None
             self.pending_bytes -= size
             if self.pending_bytes < self.limit_bytes:
                 self._has_space.set()
 
-    def _mark_broken(self) -> None:
+    def _mark_broken(self, exc: OSError) -> None:
+        if not self.broken:
+            log.info("stdout failed (%s): the shell is gone", exc.strerror or type(exc).__name__)
         self.broken = True
         self._items.clear()
         self.pending_bytes = 0
         self._has_space.set()
+        self._has_items.set()
+        if self._on_broken is not None:
+            self._on_broken()
 
-    def close(self) -> None:
+    def close(self, *, drop_notifications: bool = False) -> None:
         """No more messages; `run` returns once the queue is drained."""
+        if drop_notifications and self._items:
+            kept = deque(item for item in self._items if not item[1])
+            self.pending_bytes = sum(len(data) for data, _ in kept)
+            self._items = kept
         self._closed = True
         self._has_items.set()
 
+    def abandon(self) -> None:
+        """Give up, even on a write in flight (only when the shell has stopped reading for
+        longer than any exit may wait)."""
+        self._abandoned = True
+        self._has_items.set()
+        if self._write_scope is not None:
+            self._write_scope.cancel()
+
     async def drain(self) -> None:
-        """After `close`: wait until `run` has written everything, including a batch it has
-        already taken off the queue (cancelling it then would cut a message in half)."""
+        """After `close`: wait until `run` has written everything."""
         await self._finished.wait()

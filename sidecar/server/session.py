@@ -1,20 +1,36 @@
 """One JSON-RPC session over a pair of byte streams: read, dispatch, answer, wind down.
 
+One dispatch path: a message is decoded once into an envelope whose params stay raw
+bytes, looked up once, its params decoded once straight into the method's Struct, and then
+run inline, in a worker thread or in its own task (the route says which; see router.py).
+Errors are mapped and metrics recorded in one place each (`_finish`).
+
 Concurrency rule (also in the README): requests are read and started in arrival order and
 run concurrently, at most `max_concurrency` at a time; the rest wait in arrival order. A
-route registered `ordered=True` (writes, and reads of the same state) also waits until every
-earlier ordered request has finished, so a shell may pipeline `settings/set` then
-`settings/get` and get what it set. Unordered requests never wait for ordered ones. Plain
-(non-async) unordered handlers run inline in the read loop and so answer at once.
+method with a `lane` also waits until every earlier request in the same lane has finished,
+so a shell may pipeline `settings/set` then `settings/get` and get what it set; lanes never
+wait for each other.
+
+The reader never stops for work: past `max_pending` requests read and not answered, or
+`max_queued_bytes` of params waiting for a slot, a request is answered at once with
+`resource_exhausted` ("busy"), so `$/cancelRequest`, `exit` and end of input are always
+seen. (Only a shell that stops reading our output for long stops our reading, by the
+outbox's hard limit: we cannot answer anyone then.)
+
+Cancellation means "not applied": a request whose write has committed answers its result
+even if a cancel arrives (sidecar/commit.py).
 
 Message rules, where JSON-RPC 2.0 leaves a choice:
 - an id is a string or an integer of any size; a float (even 2.0), boolean, object or array
   id makes the message an invalid request, answered with `id: null`;
 - `id: null` is a request (JSON-RPC discourages it, but allows it): it is answered, with
-  `id: null`, and cannot be cancelled or stream;
-- params must be an object; an array, even `[]`, is -32602;
+  `id: null`, cannot be cancelled or stream, and runs for at most `null_id_timeout`;
+- params must be an object; an array, even `[]`, is -32602 (for a notification, `[]` is
+  taken as no params);
 - a notification method (`initialized`, `exit`, `$/cancelRequest`) sent with an id is not
-  run and answers -32601; a request method sent without an id runs and is not answered;
+  run and answers -32601; a request method sent without an id runs and is not answered,
+  unless it is long-running (it streams or may wait long): nobody could cancel it, so it is
+  not run (and logged); with `id: null` it answers -32600;
 - duplicate ids are each answered; `$/cancelRequest` cancels every request with that id.
 """
 
@@ -22,15 +38,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.abc
 import msgspec
 
-from protocol import PROTOCOL_VERSION
+from protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS
 from protocol.errors import (
+    APPLICATION_CODES,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
@@ -39,14 +58,14 @@ from protocol.errors import (
 from protocol.jsonrpc import Envelope, ErrorResponse, Notification, RequestId, SuccessResponse
 from protocol.lifecycle import InitializeResult, ServerCapabilities, ServerInfo
 from sidecar import __version__
-from sidecar.server import errors, lifecycle
+from sidecar.commit import RequestGuard, current_guard
+from sidecar.server import errors, lifecycle, memory
 from sidecar.server.context import RequestContext
 from sidecar.server.framing import FrameDecoder, FrameError, frame
 from sidecar.server.outbox import Outbox
 from sidecar.server.router import Route, Router
 
 log = logging.getLogger("sidecar.server")
-
 
 
 class Reader(Protocol):
@@ -58,15 +77,31 @@ class MetricsSink(Protocol):
     def observe(self, method: str, seconds: float, outcome: str) -> None: ...
 
 
+class ClientReady(Protocol):
+    """Told when the client is ready for daemon-originated notifications (the Notifier)."""
+
+    def attach(self, sink: Callable[[str, msgspec.Struct], None]) -> None: ...
+
+
 @dataclass(slots=True)
 class SessionConfig:
     max_message_bytes: int = 64 << 20
     max_concurrency: int = 64
-    #: requests read but not finished; past this the read loop pauses (backpressure)
+    #: requests read and not answered; past this, requests answer "busy" at once
     max_pending: int = 4096
+    #: bytes of params held by requests waiting for a slot or their lane; past this, "busy"
+    max_queued_bytes: int = 64 << 20
     outbox_limit_bytes: int = 8 << 20
     #: after stdin closes, how long running requests may finish before they are cancelled
     eof_grace_seconds: float = 0.5
+    #: after cancelling at wind-down, how long a request that committed may take to answer
+    commit_grace_seconds: float = 1.0
+    #: at exit, how long queued answers may take to reach a slow shell
+    exit_drain_seconds: float = 5.0
+    #: a request sent with `id: null` cannot be cancelled: it runs at most this long
+    null_id_timeout_seconds: float = 60.0
+    #: a partial Content-Length header with no progress for this long is a framing error
+    header_timeout_seconds: float = 2.0
 
 
 @dataclass(slots=True)
@@ -78,16 +113,21 @@ class _Batch:
 
 @dataclass(slots=True)
 class _Ticket:
-    """A place in the ordered lane: wait for `previous`, then set `done`."""
+    """A place in a lane: wait for `previous`, then set `done`."""
 
     previous: anyio.Event | None
     done: anyio.Event
 
 
+_NO_PARAMS = b"{}"
+_BIG_MESSAGE = 1 << 20
+
+
 class Session:
     def __init__(self, router: Router, reader: Reader, write: Callable[[bytes], Awaitable[None]],
                  config: SessionConfig, metrics: MetricsSink,
-                 try_write: Callable[[bytes], int] | None = None) -> None:
+                 try_write: Callable[[bytes], int] | None = None,
+                 notifier: ClientReady | None = None) -> None:
         self.router = router
         self.config = config
         self.metrics = metrics
@@ -96,12 +136,16 @@ class Session:
         self.exit_code = 0
         self._reader = reader
         self._decoder = FrameDecoder(config.max_message_bytes)
-        self.outbox = Outbox(write, config.outbox_limit_bytes, try_write)
+        self.outbox = Outbox(write, config.outbox_limit_bytes, try_write,
+                             on_broken=lambda: self.stop("stdout closed"))
+        self._notifier = notifier
+        self._client_ready = False
         self._encode = msgspec.json.Encoder().encode
-        self._decode_envelope = msgspec.json.Decoder(Envelope).decode
+        self._decode_envelope = msgspec.json.Decoder(_Envelope).decode
+        self._decode_batch = msgspec.json.Decoder(list[msgspec.Raw]).decode
         self._decode_any = msgspec.json.Decoder().decode
         self._limiter = anyio.CapacityLimiter(config.max_concurrency)
-        self._ordered_tail: anyio.Event | None = None
+        self._lane_tails: dict[str, anyio.Event] = {}
         #: every request read and not finished, whatever its id (wind-down cancels them all)
         self._unfinished: set[RequestContext] = set()
         #: the same, by id, for $/cancelRequest
@@ -109,7 +153,8 @@ class Session:
         self._drained: anyio.Event | None = None  # set when the last unfinished request ends
         self.running = 0  # started, not finished
         self.pending = 0  # read, not finished (queued + running)
-        self._below_pending = anyio.Event()
+        self.queued_bytes = 0  # params of requests not yet started
+        self.refused_busy = 0
         self._requests_tg: anyio.abc.TaskGroup | None = None
         self._read_scope = anyio.CancelScope()
         self.stop_reason: str | None = None
@@ -117,13 +162,23 @@ class Session:
 
     def cancel(self, request_id: RequestId) -> None:
         """Cancel every running or queued request with this id (unknown ids: nothing)."""
-        _cancel_all(self._inflight.get(_key(request_id), ()))
+        for ctx in list(self._inflight.get(_key(request_id), ())):
+            ctx.cancel()
+
+    def client_ready(self) -> None:
+        """The client said `initialized` (or sent a request after `initialize`): flush the
+        daemon's held notifications and send later ones as they come."""
+        if not self._client_ready:
+            self._client_ready = True
+            if self._notifier is not None:
+                self._notifier.attach(self.send_notification)
 
     def offered(self) -> InitializeResult:
         """What `initialize` answers: the methods and notifications this session offers."""
         from protocol.catalog import NOTIFICATIONS
 
         routes = self.router.routes
+        lanes = {n: r.lane for n, r in routes.items() if r.lane is not None}
         return InitializeResult(
             protocolVersion=PROTOCOL_VERSION,
             serverInfo=ServerInfo("sidecar", __version__),
@@ -133,7 +188,10 @@ class Session:
                 framing=self._decoder.framing or "ndjson",
                 maxMessageBytes=self.config.max_message_bytes,
                 maxConcurrency=self.config.max_concurrency,
-                orderedMethods=sorted(n for n, r in routes.items() if r.ordered),
+                orderedMethods=sorted(lanes),
+                lanes=dict(sorted(lanes.items())),
+                maxPendingRequests=self.config.max_pending,
+                protocolVersions=list(SUPPORTED_PROTOCOL_VERSIONS),
             ),
         )
 
@@ -155,17 +213,28 @@ class Session:
                     with self._read_scope:
                         await self._read_loop()
                     await self._wind_down()
-                self.outbox.close()
-                with anyio.move_on_after(1.0):
-                    await self.outbox.drain()
+                await self._flush_output()
                 outer.cancel_scope.cancel()
         finally:
             self._reader.restore()  # a shared tty must not stay non-blocking, even after a crash
         return self.exit_code
 
+    async def _flush_output(self) -> None:
+        """Write what is still queued, within `exit_drain_seconds`; past that, finish only the
+        write in flight (never half a frame) and give up on a shell that stopped reading."""
+        self.outbox.close()
+        with anyio.move_on_after(self.config.exit_drain_seconds):
+            await self.outbox.drain()
+            return
+        log.warning("the shell did not read our last %d bytes; leaving them", self.outbox.pending_bytes)
+        self.outbox.abandon()
+        await self.outbox.drain()
+
     async def _read_loop(self) -> None:
         while True:
-            chunk = await self._reader.read()
+            chunk = await self._read_or_expire()
+            if chunk is None:
+                continue
             if not chunk:
                 self.stop_reason = self.stop_reason or "stdin closed"
                 log.info("stdin closed")
@@ -177,21 +246,36 @@ class Session:
                     self._frame_error(item)
                 else:
                     self.handle_payload(item)
-            if self.pending >= self.config.max_pending:
-                self._below_pending = anyio.Event()
-                await self._below_pending.wait()
             if self.outbox.over_hard_limit:
                 await self.outbox.wait_below_limit()
             if self.outbox.broken:
-                self.stop_reason = "stdout closed"
+                self.stop_reason = self.stop_reason or "stdout closed"
                 return
+
+    async def _read_or_expire(self) -> bytes | None:
+        """The next chunk; None when a partial header sat too long (answered as an error)."""
+        if not self._decoder.awaiting_header:
+            return await self._reader.read()
+        with anyio.move_on_after(self.config.header_timeout_seconds):
+            return await self._reader.read()
+        for item in self._decoder.expire_partial():
+            self._frame_error(item)
+        return None
 
     async def _wind_down(self) -> None:
         if self.stop_reason == "stdin closed" and self._unfinished:
-            self._drained = anyio.Event()
-            with anyio.move_on_after(self.config.eof_grace_seconds):
-                await self._drained.wait()
-        _cancel_all(list(self._unfinished))
+            await self._wait_drained(self.config.eof_grace_seconds)
+        for ctx in list(self._unfinished):
+            ctx.cancel()  # a request whose write committed still answers its result
+        if self._unfinished:
+            await self._wait_drained(self.config.commit_grace_seconds)
+        for ctx in list(self._unfinished):
+            ctx.force_cancel()
+
+    async def _wait_drained(self, seconds: float) -> None:
+        self._drained = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._drained.wait()
 
     # ---- one message ----------------------------------------------------------
 
@@ -211,49 +295,72 @@ class Session:
             envelope = None
         if envelope is None:  # handled outside the except: errors logged later would chain to it
             self._handle_irregular(payload)
-            return
-        answer = self._handle_envelope(envelope, None)
-        if answer is not None:
-            self._send(answer)
+        else:
+            answer = self._handle_envelope(envelope, len(payload), None)
+            if answer is not None:
+                self._send(answer)
+        if len(payload) >= _BIG_MESSAGE:
+            memory.release_soon()
 
     def _handle_irregular(self, payload: bytes) -> None:
+        """Not a well-formed single request: a batch, an invalid request, or not JSON."""
+        try:
+            elements = self._decode_batch(payload)
+        except (ValueError, RecursionError):
+            elements = None
+        if elements is not None:
+            self._handle_batch(elements)
+            return
         try:
             message = self._decode_any(payload)
-        except ValueError:  # msgspec.DecodeError (UTF-8 was checked before)
-            self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="not valid JSON")))
-            return
         except RecursionError:  # msgspec's nesting limit: valid JSON, but no request is this deep
             self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="nested too deeply")))
             return
-        if isinstance(message, list):
-            if not message:
-                self._send(self._error_bytes(None, errors.protocol_error(
-                    INVALID_REQUEST, "Invalid request: empty batch", reason="a batch must not be empty")))
-                return
-            batch = _Batch()
-            for element in message:
-                answer = self._handle_element(element, batch)
-                if answer is not None:
-                    batch.responses.append(answer)
-            batch.sealed = True
-            self._flush_batch(batch)
+        except ValueError:  # msgspec.DecodeError (UTF-8 was checked before)
+            self._send(self._error_bytes(None, errors.protocol_error(PARSE_ERROR, reason="not valid JSON")))
             return
-        answer = self._handle_element(message, None)
-        if answer is not None:
-            self._send(answer)
+        self._send(self._invalid_request(message))
 
-    def _handle_element(self, element: Any, batch: _Batch | None) -> bytes | None:
+    def _handle_batch(self, elements: list[msgspec.Raw]) -> None:
+        if not elements:
+            self._send(self._error_bytes(None, errors.protocol_error(
+                INVALID_REQUEST, "Invalid request: empty batch", reason="a batch must not be empty")))
+            return
+        batch = _Batch()
+        for element in elements:
+            if self._read_scope.cancel_called:
+                break  # nothing after `exit` runs
+            raw = bytes(element)
+            try:
+                envelope = self._decode_envelope(raw)
+            except (ValueError, RecursionError):
+                envelope = None
+            if envelope is None:
+                try:
+                    answer: bytes | None = self._invalid_request(self._decode_any(raw))
+                except (ValueError, RecursionError):
+                    answer = self._error_bytes(None, errors.protocol_error(INVALID_REQUEST, reason="not a request"))
+            else:
+                answer = self._handle_envelope(envelope, len(raw), batch)
+            if answer is not None:
+                batch.responses.append(answer)
+        batch.sealed = True
+        self._flush_batch(batch)
+
+    def _invalid_request(self, message: Any) -> bytes:
+        """The answer to JSON that is not a valid request: the path and reason, and its id
+        when it has a usable one."""
         try:
-            envelope = msgspec.convert(element, Envelope)
+            msgspec.convert(message, Envelope)
+            reason, path = "not a valid request", "$"  # only numbers out of range get here
         except msgspec.ValidationError as exc:
             error = errors.invalid_params(exc, root="$")
-            reason = error.data.reason if error.data else None
-            return self._error_bytes(_salvage_id(element), errors.protocol_error(
-                INVALID_REQUEST, f"Invalid request: {reason} at {error.data.path if error.data else '$'}",
-                path=error.data.path if error.data else "$", reason=reason))
-        return self._handle_envelope(envelope, batch)
+            assert error.data is not None
+            reason, path = error.data.reason or "", error.data.path or "$"
+        return self._error_bytes(_salvage_id(message), errors.protocol_error(
+            INVALID_REQUEST, f"Invalid request: {reason} at {path}", path=path, reason=reason))
 
-    def _handle_envelope(self, envelope: Envelope, batch: _Batch | None) -> bytes | None:
+    def _handle_envelope(self, envelope: _Envelope, size: int, batch: _Batch | None) -> bytes | None:
         """Answer at once (bytes), or start a task that answers later (None)."""
         is_request = envelope.id is not msgspec.UNSET
         request_id: RequestId | None = envelope.id if is_request else None  # type: ignore[assignment]
@@ -261,75 +368,158 @@ class Session:
         gate = lifecycle.gate(self.state, method)
         if gate is not None:
             return self._error_bytes(request_id, gate) if is_request else None
+        if self.state == "initialized" and not self._client_ready:
+            self.client_ready()
         route = self.router.routes.get(method)
-        if is_request and route is not None and route.is_notification:
+        if route is None:
+            if not is_request:
+                return None
+            self.metrics.observe("(unknown)", 0.0, "error")
+            return self._error_bytes(request_id, errors.protocol_error(
+                METHOD_NOT_FOUND, f"Method not found: {method}"[:200], method=method[:200]))
+        if is_request and route.is_notification:
             # not run: a client that expects an answer from `exit` or `initialized` has a bug
             # that must show, and running `exit` and then answering would be a lie
             return self._error_bytes(request_id, errors.protocol_error(
                 METHOD_NOT_FOUND, f"{method} is a notification: send it without an id",
                 method=method, reason="notification sent as a request"))
-        ctx = RequestContext(self, request_id, method, is_request=is_request)
-        started = time.perf_counter()
-        result, error = self.router.dispatch(ctx, envelope)
-        metric_name = method if route is not None else "(unknown)"
-        if ctx.deferred is not None and route is not None:
-            self._start(ctx, route, batch)
-            return None
-        self.metrics.observe(metric_name, time.perf_counter() - started, "ok" if error is None else "error")
-        if not is_request:
-            return None
+        params, error = self._decode_params(route, envelope.params)
+        if error is None and request_id is None and route.long_running:
+            if not is_request:
+                log.warning("%s sent as a notification: not run (nobody could cancel it)", method)
+                return None
+            error = errors.protocol_error(INVALID_REQUEST, f"{method} may run for long: send it with an id",
+                                          reason="a long-running method needs an id to be cancellable")
         if error is not None:
+            if not is_request:
+                return None
+            self.metrics.observe(method, 0.0, "error")
             return self._error_bytes(request_id, error)
-        return self._result_bytes(request_id, result, method)
+        ctx = RequestContext(self, request_id, method, is_request=is_request)
+        if route.mode == "inline":
+            return self._run_inline(ctx, route, params)
+        refusal = self._admit(size)
+        if refusal is not None:
+            self.metrics.observe(method, 0.0, "error")
+            return self._error_bytes(request_id, refusal) if is_request else None
+        self._start(ctx, route, params, size, batch)
+        return None
 
-    # ---- requests that run in their own task ------------------------------------
+    def _decode_params(self, route: Route, raw: msgspec.Raw) -> tuple[Any, ErrorObject | None]:
+        data = bytes(raw) if len(raw) else _NO_PARAMS
+        first = data.lstrip()[:1]
+        if first == b"[":
+            if route.is_notification and data.strip(b" \t\r\n[]") == b"":
+                data = _NO_PARAMS  # `exit` with `"params": []` means no params
+            else:
+                return None, errors.protocol_error(
+                    INVALID_PARAMS, "Invalid params: pass params by name, as an object",
+                    path="$.params", reason="params must be an object")
+        elif first != b"{":
+            # JSON-RPC: params, when present, are structured; anything else is no request
+            return None, errors.protocol_error(INVALID_REQUEST, "Invalid request: params must be an object "
+                                               "at $.params", path="$.params", reason="params must be an object")
+        try:
+            return route.decode(data), None
+        except msgspec.ValidationError as exc:
+            return None, errors.invalid_params(exc)
+        except (msgspec.DecodeError, RecursionError):
+            return None, errors.protocol_error(INVALID_PARAMS, "Invalid params: not valid JSON",
+                                               path="$.params", reason="not valid JSON")
 
-    def _start(self, ctx: RequestContext, route: Route, batch: _Batch | None) -> None:
+    def _admit(self, size: int) -> ErrorObject | None:
+        """None, or the "busy" answer when taking this request would pass a bound."""
+        limit: int | None = None
+        reason = ""
+        if self.pending >= self.config.max_pending:
+            limit, reason = self.config.max_pending, f"{self.pending} requests are pending"
+        elif self.queued_bytes and self.queued_bytes + size > self.config.max_queued_bytes:
+            limit, reason = self.config.max_queued_bytes, f"{self.queued_bytes} bytes of queued requests"
+        if limit is None:
+            return None
+        self.refused_busy += 1
+        return errors.protocol_error(
+            APPLICATION_CODES["resource_exhausted"], f"Busy: {reason}; retry when answers arrive",
+            kind="resource_exhausted", limit=limit, reason="busy")
+
+    # ---- running --------------------------------------------------------------
+
+    def _run_inline(self, ctx: RequestContext, route: Route, params: Any) -> bytes | None:
+        started = time.perf_counter()
+        result: Any = None
+        error: ErrorObject | None = None
+        try:
+            result = route.handler(ctx, params)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error
+            error = errors.from_exception(exc, ctx.method)
+        return self._finish(ctx, started, result, error)
+
+    def _start(self, ctx: RequestContext, route: Route, params: Any, size: int, batch: _Batch | None) -> None:
         assert self._requests_tg is not None
         ctx.scope = anyio.CancelScope()
+        ctx.guard = RequestGuard(ctx.scope.cancel)
+        if ctx.request_id is None:
+            # nobody can cancel it: bound it instead
+            ctx.scope.deadline = anyio.current_time() + self.config.null_id_timeout_seconds
         ticket = None
-        if route.ordered:
-            ticket = _Ticket(self._ordered_tail, anyio.Event())
-            self._ordered_tail = ticket.done
+        lane = route.lane
+        if lane is not None:
+            ticket = _Ticket(self._lane_tails.get(lane), anyio.Event())
+            self._lane_tails[lane] = ticket.done
         self._unfinished.add(ctx)
         if ctx.request_id is not None:
             self._inflight.setdefault(_key(ctx.request_id), []).append(ctx)
         if ctx.is_request and batch is not None:
             batch.waiting += 1
         self.pending += 1
-        self._requests_tg.start_soon(self._run, ctx, ticket, batch)
+        self.queued_bytes += size
+        self._requests_tg.start_soon(self._run, ctx, route, params, size, ticket, lane, batch)
 
-    async def _run(self, ctx: RequestContext, ticket: _Ticket | None, batch: _Batch | None) -> None:
-        assert ctx.scope is not None and ctx.deferred is not None
+    async def _run(self, ctx: RequestContext, route: Route, params: Any, size: int, ticket: _Ticket | None,
+                   lane: str | None, batch: _Batch | None) -> None:
+        assert ctx.scope is not None
+        current_guard.set(ctx.guard)  # this task's own context: the store reads it
         started = time.perf_counter()
         result: Any = None
         error: ErrorObject | None = None
+        queued = True
         try:
             with ctx.scope:
                 if ticket is not None and ticket.previous is not None:
                     await ticket.previous.wait()
                 async with self._limiter:
+                    queued = False
+                    self.queued_bytes -= size
                     ctx.started = True
                     self.running += 1
                     try:
-                        result = await ctx.deferred()
+                        if route.mode == "async":
+                            result = await route.handler(ctx, params)
+                        else:
+                            result = await anyio.to_thread.run_sync(route.handler, ctx, params)
                     finally:
                         self.running -= 1
         except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error
             error = errors.from_exception(exc, ctx.method)
+        finally:
+            if queued:
+                self.queued_bytes -= size
+        del params
         if ctx.scope.cancelled_caught or (ctx.scope.cancel_called and error is None and not ctx.started):
-            error = errors.cancelled()
-        outcome = "ok" if error is None else ("cancelled" if error.code == -32800 else "error")
-        self.metrics.observe(ctx.method, time.perf_counter() - started, outcome)
+            if ctx.request_id is None and ctx.is_request and not (ctx.guard and ctx.guard.cancel_requested):
+                error = errors.protocol_error(APPLICATION_CODES["timeout"], "Timed out: a request sent with "
+                                              "id null runs for a bounded time", kind="timeout",
+                                              limit=int(self.config.null_id_timeout_seconds))
+            else:
+                error = errors.cancelled()
         if ctx.request_id is not None:
             contexts = self._inflight.get(_key(ctx.request_id))
             if contexts is not None:
                 contexts.remove(ctx)
                 if not contexts:
                     del self._inflight[_key(ctx.request_id)]
-        if ctx.is_request:
-            answer = (self._error_bytes(ctx.request_id, error) if error is not None
-                      else self._result_bytes(ctx.request_id, result, ctx.method))
+        answer = self._finish(ctx, started, result, error)
+        if answer is not None:
             if batch is not None:
                 batch.responses.append(answer)
                 batch.waiting -= 1
@@ -338,10 +528,10 @@ class Session:
                 self._send(answer)
         self.pending -= 1
         self._unfinished.discard(ctx)
-        if self.pending < self.config.max_pending:
-            self._below_pending.set()
         if not self._unfinished and self._drained is not None:
             self._drained.set()
+        if size >= _BIG_MESSAGE:
+            memory.release_soon()
         if ticket is not None:
             if ticket.previous is not None and not ticket.previous.is_set():
                 # cancelled while waiting its turn: the next in line must still wait for
@@ -349,6 +539,18 @@ class Session:
                 with anyio.CancelScope(shield=True):
                     await ticket.previous.wait()
             ticket.done.set()
+            if lane is not None and self._lane_tails.get(lane) is ticket.done:
+                del self._lane_tails[lane]
+
+    def _finish(self, ctx: RequestContext, started: float, result: Any, error: ErrorObject | None) -> bytes | None:
+        """Record the outcome; the answer's bytes when one is owed."""
+        outcome = "ok" if error is None else ("cancelled" if error.code == -32800 else "error")
+        self.metrics.observe(ctx.method, time.perf_counter() - started, outcome)
+        if not ctx.is_request:
+            return None
+        if error is not None:
+            return self._error_bytes(ctx.request_id, error)
+        return self._result_bytes(ctx.request_id, result, ctx.method)
 
     # ---- output ---------------------------------------------------------------
 
@@ -374,6 +576,10 @@ class Session:
             error = errors.protocol_error(
                 INVALID_REQUEST, "Message too large", kind="resource_exhausted",
                 limit=self.config.max_message_bytes, size=item.size)
+        elif item.kind == "not_a_header":
+            error = errors.protocol_error(
+                PARSE_ERROR, "Parse error: expected a Content-Length header (this session uses "
+                "Content-Length framing)", reason="not a Content-Length header")
         else:
             error = errors.protocol_error(PARSE_ERROR, "Parse error: bad Content-Length header",
                                           reason="bad Content-Length header")
@@ -383,14 +589,25 @@ class Session:
         self.outbox.put_nowait(frame(payload, self._decoder.framing))
 
     async def notify(self, method: str, params: msgspec.Struct) -> None:
-        await self.outbox.put(frame(self._encode(Notification(method=method, params=params)), self._decoder.framing))
+        """A streamed notification: waits while the outbox is full (backpressure)."""
+        await self.outbox.put(frame(self._encode(Notification(method=method, params=params)), self._decoder.framing),
+                              droppable=True)
+
+    def send_notification(self, method: str, params: msgspec.Struct) -> None:
+        """A daemon-originated notification (the Notifier's sink): never waits."""
+        self.outbox.put_nowait(frame(self._encode(Notification(method=method, params=params)), self._decoder.framing),
+                               droppable=True)
 
 
+class _Envelope(msgspec.Struct):
+    """An incoming request or notification, its params left raw: they are decoded once,
+    straight into the method's Struct, and a number out of range there cannot cost the
+    request its id."""
 
-def _cancel_all(contexts: Iterable[RequestContext]) -> None:
-    for ctx in contexts:
-        if ctx.scope is not None:
-            ctx.scope.cancel()
+    jsonrpc: Literal["2.0"]
+    method: str
+    params: msgspec.Raw = msgspec.Raw()
+    id: RequestId | None | msgspec.UnsetType = msgspec.UNSET
 
 
 def _key(request_id: RequestId) -> tuple[bool, RequestId]:

@@ -13,7 +13,7 @@ _INF_WIRE = 1e308  # JSON has no infinity
 
 
 def register(router: Router, service: SystemService, metrics: Metrics) -> None:
-    @router.method(p.PING)
+    @router.method(p.PING, inline=True)
     def ping(ctx: RequestContext, params: Empty) -> p.PingResult:
         return p.PingResult()
 
@@ -28,7 +28,7 @@ def register(router: Router, service: SystemService, metrics: Metrics) -> None:
             db=db,
         )
 
-    @router.method(p.METRICS)
+    @router.method(p.METRICS, inline=True)
     def metrics_(ctx: RequestContext, params: p.MetricsParams) -> p.MetricsResult:
         requests, errors = metrics.totals()
         methods = []
@@ -49,3 +49,13 @@ def register(router: Router, service: SystemService, metrics: Metrics) -> None:
     @router.method(p.STREAM)
     async def stream(ctx: RequestContext, params: p.StreamParams) -> p.StreamResult:
         return await run_stream(params, ctx.stream(p.STREAM_CHUNK).send)
+
+    @router.method(p.DESCRIBE)
+    def describe_(ctx: RequestContext, params: p.DescribeParams) -> p.DescribeResult:
+        from protocol.describe import UnknownMethod, describe
+        from sidecar.errors import NotFound
+
+        try:
+            return describe(params.method)
+        except UnknownMethod as exc:
+            raise NotFound(str(exc), method=exc.name, suggestions=exc.suggestions) from None

@@ -7,7 +7,7 @@ import hashlib
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +85,8 @@ def stream_chunks(count: int, size: int) -> Iterator[str]:
         yield (unit * (size // len(unit) + 1))[:size]
 
 
-async def run_stream(params: p.StreamParams, send) -> p.StreamResult:  # type: ignore[no-untyped-def]
+async def run_stream(params: p.StreamParams,
+                     send: Callable[[p.StreamChunk], Awaitable[None]]) -> p.StreamResult:
     digest = hashlib.sha256()
     total = 0
     for chunk in stream_chunks(params.count, params.chunkBytes):
@@ -94,7 +95,7 @@ async def run_stream(params: p.StreamParams, send) -> p.StreamResult:  # type: i
         encoded = chunk.encode()
         digest.update(encoded)
         total += len(encoded)
-        await send(data=chunk)
+        await send(p.StreamChunk(data=chunk))
     return p.StreamResult(params.count, total, digest.hexdigest())
 
 

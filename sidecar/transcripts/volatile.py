@@ -25,6 +25,8 @@ _BY_METHOD: dict[str, dict[str, str]] = {
         "$.result.methods": "superset",
         "$.result.notifications": "superset",
         "$.result.capabilities.orderedMethods": "superset",
+        "$.result.capabilities.lanes": "superset",
+        "$.result.capabilities.protocolVersions": "superset",
         "$.result.serverInfo.version": "string",
     },
     # capabilities add settings of their own: the recorded ones must still be there, as they were
