@@ -10,7 +10,7 @@ from msgspec import Meta
 from protocol.common import Empty
 from protocol.spec import MethodSpec
 
-SecretName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")]
+SecretName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*\Z")]
 SecretValue = Annotated[str, Meta(max_length=65_536)]
 
 
@@ -43,11 +43,11 @@ class SecretListResult(msgspec.Struct):
     keyBackend: str
 
 
-SET = MethodSpec("secrets/set", SecretSetParams, SecretMeta, "Store or replace a secret.")
+SET = MethodSpec("secrets/set", SecretSetParams, SecretMeta, "Store or replace a secret.", lane="secrets")
 DELETE = MethodSpec("secrets/delete", SecretNameParams, SecretDeleteResult,
-                    "Delete a secret; an unknown name answers not_found.")
+                    "Delete a secret; an unknown name answers not_found.", lane="secrets")
 LIST = MethodSpec("secrets/list", Empty, SecretListResult,
-                  "Names and timestamps of stored secrets; never their values.")
+                  "Names and timestamps of stored secrets; never their values.", lane="secrets")
 
 METHODS = (SET, DELETE, LIST)
 NOTIFICATIONS = ()

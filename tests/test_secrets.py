@@ -17,6 +17,7 @@ import apsw
 import keyring
 import keyring.backend
 import keyring.errors
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,6 +132,26 @@ def test_errors_never_echo_the_value(daemon: DaemonClient, data_dir: Path, param
     assert value not in str(response)
     assert value not in (data_dir / "logs" / "sidecar.log").read_text()
     assert daemon.request("secrets/list")["secrets"] == []
+
+
+def test_a_name_with_a_trailing_newline_is_refused(daemon: DaemonClient) -> None:
+    """Python's `$` matches before a final newline: the name pattern ends with `\\Z`."""
+    daemon.request("secrets/set", {"name": "api.key", "value": "v"})
+    for method, params in (("secrets/set", {"name": "api.key\n", "value": "v"}),
+                           ("secrets/delete", {"name": "api.key\n"})):
+        response = daemon.call(method, params)
+        assert response["error"]["code"] == -32602
+        assert response["error"]["data"]["path"] == "$.params.name"
+    assert [s["name"] for s in daemon.request("secrets/list")["secrets"]] == ["api.key"]
+
+
+@pytest.mark.parametrize("name", ["api.key\n", "api.key\r\n", "\napi.key", "api\n.key"])
+def test_the_name_type_refuses_newlines(name: str) -> None:
+    from protocol.secrets import SecretNameParams
+
+    assert msgspec.json.decode(b'{"name": "api.key"}', type=SecretNameParams).name == "api.key"
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(msgspec.json.encode({"name": name}), type=SecretNameParams)
 
 
 def test_too_long_value_names_the_field(daemon: DaemonClient) -> None:

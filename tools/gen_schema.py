@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,38 @@ def _types(methods: tuple[MethodSpec, ...], notifications: tuple[NotificationSpe
     return unique
 
 
+def _stream_fields_required(components: dict[str, Any]) -> dict[str, Any]:
+    """Streamed events default `requestId`/`seq` in Python (the server fills them in), but
+    on the wire they are always there: say so to shells."""
+    for schema in components.values():
+        props = schema.get("properties", {})
+        if "requestId" in props and "seq" in props:
+            schema["required"] = sorted(set(schema.get("required", [])) | {"requestId", "seq"})
+    return components
+
+
+# `\Z` not escaped itself (an even number of backslashes before it)
+_PYTHON_END = re.compile(r"(?<!\\)((?:\\\\)*)\\Z")
+
+
+def _ecma_patterns(node: Any) -> Any:
+    """Name patterns in `protocol/` end with Python's `\\Z` (its `$` also matches before a
+    trailing newline); ECMA-262, which JSON Schema tools use, has no `\\Z` and its `$`
+    (without the m flag) is the true end: translate, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                node[key] = _PYTHON_END.sub(r"\1$", value)
+            else:
+                _ecma_patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            _ecma_patterns(item)
+    return node
+
+
 def _dump(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(_ecma_patterns(document), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def _content_descriptors(schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,6 +87,7 @@ def openrpc() -> dict[str, Any]:
     notifications = tuple(n for mod in NAMESPACES.values() for n in mod.NOTIFICATIONS)
     types = _types(methods, notifications) + list(ENVELOPES)
     refs, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    _stream_fields_required(components)
     ref_of = dict(zip(types, refs))
 
     def params_of(t: Any) -> list[dict[str, Any]]:
@@ -76,7 +108,9 @@ def openrpc() -> dict[str, Any]:
                 "paramStructure": "by-name",
                 "params": params_of(m.params),
                 "result": {"name": "result", "schema": ref_of[m.result] if m.result is not None else {"type": "null"}},
-                **({"x-streams": list(m.streams)} if m.streams else {}),
+                **({"x-streams": [n.name for n in m.streams]} if m.streams else {}),
+                **({"x-lane": m.lane} if m.lane else {}),
+                **({"x-long-running": True} if m.is_long_running else {}),
                 **({"x-debug-only": True} if m.name.startswith("debug/") else {}),
             }
             for m in methods
@@ -93,6 +127,7 @@ def namespace_schema(name: str) -> dict[str, Any]:
     module = NAMESPACES[name]
     types = _types(module.METHODS, module.NOTIFICATIONS)
     _, defs = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    _stream_fields_required(defs)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"sidecar:{name}",
             "title": f"sidecar {name} messages", "$defs": defs}
 

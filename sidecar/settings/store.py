@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import apsw
@@ -12,6 +13,14 @@ from sidecar.store.database import Database
 
 log = logging.getLogger("sidecar.settings")
 
+_UPSERT = ("INSERT INTO settings (key, value) VALUES (?, ?) "
+           "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+           "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+
+
+def _encode(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
 
 class SettingsStore:
     def __init__(self, db: Database) -> None:
@@ -19,8 +28,11 @@ class SettingsStore:
 
     def load_all_now(self) -> dict[str, Any]:
         """Read every stored value (at start-up, before the event loop serves anyone)."""
+        def run(conn: apsw.Connection) -> list[tuple[str, str]]:
+            return conn.execute("SELECT key, value FROM settings").fetchall()
+
         values: dict[str, Any] = {}
-        for key, value in self.db.writer.execute("SELECT key, value FROM settings").fetchall():
+        for key, value in self.db.run_now(run):
             try:
                 values[key] = msgspec.json.decode(value)
             except msgspec.DecodeError:  # a damaged row must not stop start-up
@@ -28,16 +40,17 @@ class SettingsStore:
         return values
 
     async def put(self, key: str, value: Any) -> None:
-        encoded = msgspec.json.encode(value).decode()
+        await self.db.execute(_UPSERT, (key, _encode(value)))
+
+    async def put_many(self, values: dict[str, Any], deleted: Iterable[str] = ()) -> None:
+        """Store `values` and remove `deleted`, all in one transaction."""
+        puts = [(key, _encode(value)) for key, value in values.items()]
+        gone = [(key,) for key in deleted]
 
         def run(conn: apsw.Connection) -> None:
-            conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-                (key, encoded),
-            )
+            conn.executemany(_UPSERT, puts)
+            conn.executemany("DELETE FROM settings WHERE key = ?", gone)
         await self.db.write(run)
 
     async def delete(self, key: str) -> None:
-        await self.db.write(lambda conn: conn.execute("DELETE FROM settings WHERE key = ?", (key,)))
+        await self.db.execute("DELETE FROM settings WHERE key = ?", (key,))
