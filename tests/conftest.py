@@ -13,6 +13,8 @@ from sidecar.client import DaemonClient
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.support.http_fixture"]
+
 
 def serve_argv(data_dir: Path, *extra: str) -> list[str]:
     """The daemon command line tests use: this interpreter, a private data dir, the file key

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -208,9 +209,16 @@ def test_internal_error_is_opaque_on_the_wire_and_detailed_in_the_log(
     assert_alive(daemon)  # the daemon keeps serving
     again = daemon.call(method)["error"]["data"]["incidentId"]
     assert again != incident
-    log = (shared_dir / "logs" / "sidecar.log").read_text()  # each record is flushed as written
+    needle = f"RuntimeError: {method} was called; this text must stay in the log"
+    deadline = time.monotonic() + 10  # a thread writes the file, a moment after the fact
+    while True:
+        log = (shared_dir / "logs" / "sidecar.log").read_text()
+        if incident in log and needle in log[log.index(incident):]:
+            break
+        assert time.monotonic() < deadline, "the incident's traceback never reached the log file"
+        time.sleep(0.01)
     at = log.index(incident)
-    assert f"RuntimeError: {method} was called; this text must stay in the log" in log[at:at + 4000]
+    assert needle in log[at:at + 4000]
 
 
 def test_application_error_has_its_code_and_kind(daemon: DaemonClient) -> None:

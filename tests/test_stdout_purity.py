@@ -104,23 +104,17 @@ def test_start_up_failure_keeps_stdout_clean(data_dir: Path) -> None:
     assert b"Traceback" not in proc.stderr
 
 
-def test_log_file_rotates(tmp_path: Path) -> None:
+def test_logging_never_writes_to_stdout(tmp_path: Path) -> None:
+    """Rotation itself is tested in tests/test_logging.py; here: no log path leads to fd 1."""
     log_file = tmp_path / "logs" / "sidecar.log"
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
-        logs.setup(log_file, "info")
-        rotating = [h for h in root.handlers if isinstance(h, logging.handlers.RotatingFileHandler)]
-        assert len(rotating) == 1
-        handler = rotating[0]
-        assert Path(handler.baseFilename) == log_file
-        assert handler.maxBytes > 0 and handler.backupCount > 0
-        handler.maxBytes = 4096  # rotate sooner than the production limit to see it happen
-        for i in range(200):
-            logging.getLogger("sidecar.test").info("line %d %s", i, "x" * 64)
-        assert (tmp_path / "logs" / "sidecar.log.1").exists()
-        assert log_file.stat().st_size <= 4096
-        # nothing went to a stdout handler
+        logs.setup(log_file, "info", stderr_fd=None)
+        for i in range(50):
+            logging.getLogger("sidecar.test").info("line %d", i)
+        logs.shutdown()
+        assert "line 49" in log_file.read_text()
         assert not [h for h in root.handlers if getattr(h, "stream", None) is not None
                     and getattr(h.stream, "name", "") == "<stdout>"]
     finally:

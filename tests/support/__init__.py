@@ -1,0 +1,1 @@
+"""Test support code shared by suites (fixtures registered from tests/conftest.py)."""
