@@ -10,8 +10,9 @@ throughput of three ways to run the same database work:
 
   inline  on the event loop, yielding between operations (the best case for inline)
   store   `sidecar.store.database.Database.write/read`: worker threads via
-          `anyio.to_thread.run_sync`, one writer connection behind a limiter of 1,
-          a reader connection per worker thread (what sidecar does)
+          `anyio.to_thread.run_sync`, one writer connection behind a limiter of 1
+          (BEGIN IMMEDIATE, shielded, under the commit rule), a pool of query_only reader
+          connections, each read interruptible by its caller's cancellation (what sidecar does)
   fresh   `anyio.to_thread.run_sync` opening a new connection for every call
 
 over three workloads: small write transactions (one INSERT each), point reads, and full
@@ -43,7 +44,7 @@ import anyio.lowlevel
 import apsw
 
 import tables
-from sidecar.store.database import Database, connect
+from sidecar.store.database import Database, connect, run_transaction
 
 BENCH = Path(__file__).resolve().parent
 TICK_S = 0.001
@@ -100,12 +101,11 @@ class Inline(Mode):
     name = "inline"
 
     def __init__(self, db: Database) -> None:
-        self.writer = db.writer
-        self.reader = connect(db.path)
+        self.writer = connect(db.path)  # its own: the store's writer connection is private
+        self.reader = connect(db.path, query_only=True)
 
     async def write(self, op: Op, i: int) -> None:
-        with self.writer:
-            op(self.writer, i)
+        run_transaction(self.writer, lambda conn: op(conn, i))
         await anyio.lowlevel.checkpoint()
 
     async def read(self, op: Op, i: int) -> None:
@@ -141,8 +141,7 @@ class Fresh(Mode):
         conn = connect(self.path)
         try:
             if transaction:
-                with conn:
-                    op(conn, i)
+                run_transaction(conn, lambda c: op(c, i))
             else:
                 op(conn, i)
         finally:
@@ -217,8 +216,7 @@ async def bench(counts: Counts, directory: Path) -> tuple[list[float], list[Row]
     db = Database(directory / "bench.db", BENCH / "db_migrations")
     db.open()
     try:
-        with db.writer:
-            prefill(db.writer, counts.prefill)
+        db.run_now(lambda conn: prefill(conn, counts.prefill))
         modes: list[Mode] = [Inline(db), Store(db), Fresh(db)]
         baseline = await idle_baseline(IDLE_S)
         rows = []

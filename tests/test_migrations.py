@@ -39,8 +39,8 @@ def dump(path: Path) -> tuple[int, list[tuple[object, ...]], dict[str, list[tupl
 
 
 BASE = {
-    "0001_people.sql": "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
-    "0002_age.sql": "ALTER TABLE people ADD COLUMN age INTEGER;\nCREATE INDEX people_age ON people (age);",
+    "0001_zoo_people.sql": "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+    "0002_zoo_age.sql": "ALTER TABLE people ADD COLUMN age INTEGER;\nCREATE INDEX people_age ON people (age);",
 }
 
 
@@ -55,19 +55,19 @@ def test_applies_in_order_and_tracks_user_version(tmp_path: Path, db_path: Path)
     applied = db.open()
     try:
         assert [m.version for m in applied] == [1, 2]
-        assert migrations.user_version(db.writer) == 2
+        assert db.run_now(migrations.user_version) == 2
         # 0002 depends on 0001: only in order does the column exist
-        db.writer.execute("INSERT INTO people (name, age) VALUES ('ada', 36)")
+        db.run_now(lambda c: c.execute("INSERT INTO people (name, age) VALUES ('ada', 36)"))
     finally:
         db.close()
     # reopening applies nothing; a new file applies just that one
-    write_migrations(mdir, {"0003_pets.sql": "CREATE TABLE pets (owner INTEGER REFERENCES people (id));"})
+    write_migrations(mdir, {"0003_zoo_pets.sql": "CREATE TABLE pets (owner INTEGER REFERENCES people (id));"})
     db = Database(db_path, mdir)
     try:
-        assert [m.name for m in db.open()] == ["pets"]
+        assert [m.name for m in db.open()] == ["zoo_pets"]
         assert db.migration_status().current == 3
         assert db.migration_status().pending == []
-        assert db.writer.execute("SELECT name, age FROM people").fetchall() == [("ada", 36)]
+        assert db.run_now(lambda c: c.execute("SELECT name, age FROM people").fetchall()) == [("ada", 36)]
     finally:
         db.close()
     db = Database(db_path, mdir)
@@ -78,13 +78,20 @@ def test_applies_in_order_and_tracks_user_version(tmp_path: Path, db_path: Path)
 
 
 @pytest.mark.parametrize("names", [
-    ["0001_a.sql", "0003_c.sql"],  # gap
-    ["0002_b.sql"],  # does not start at 0001
-    ["0001_a.sql", "0001_b.sql"],  # duplicate number
-    ["1_a.sql"],
-    ["0001-a.sql"],
-    ["0001_a b.sql"],
-    ["00001_a.sql"],
+    ["0001_x_a.sql", "0003_x_c.sql"],  # gap
+    ["0002_x_b.sql"],  # does not start at 0001
+    ["0001_x_a.sql", "0001_x_b.sql"],  # duplicate number
+    ["0001_x_a.sql", "0001_x_a.py"],  # duplicate number across kinds: one sequence
+    ["0001_x_a.sql", "0003_x_c.py"],  # gap with a Python step
+    ["1_x_a.sql"],
+    ["0001-x_a.sql"],
+    ["0001_x_a b.sql"],
+    ["00001_x_a.sql"],
+    ["0001_a.sql"],  # no capability: NNNN_<capability>_<what>
+    ["0001_a.py"],
+    ["0001_X_a.sql"],  # lower case only
+    ["0001_x_a_.sql"],
+    ["0001__a.sql"],
 ])
 def test_refuses_gaps_and_bad_names(tmp_path: Path, names: list[str]) -> None:
     mdir = write_migrations(tmp_path / "m", {name: "SELECT 1;" for name in names})
@@ -119,10 +126,10 @@ def test_the_daemon_refuses_a_newer_database(data_dir: Path) -> None:
 def test_each_migration_is_one_transaction(tmp_path: Path, db_path: Path) -> None:
     """A fresh database whose first migration fails halfway is left empty."""
     mdir = write_migrations(tmp_path / "m", {
-        "0001_half.sql": "CREATE TABLE a (x INTEGER);\nINSERT INTO a VALUES (1);\nINSERT INTO nowhere VALUES (2);",
+        "0001_zoo_half.sql": "CREATE TABLE a (x INTEGER);\nINSERT INTO a VALUES (1);\nINSERT INTO nowhere VALUES (2);",
     })
     db = Database(db_path, mdir)
-    with pytest.raises(MigrationError, match="0001_half.sql"):
+    with pytest.raises(MigrationError, match="0001_zoo_half.sql"):
         db.open()
     db.close()
     assert dump(db_path) == (0, [], {})
@@ -130,7 +137,7 @@ def test_each_migration_is_one_transaction(tmp_path: Path, db_path: Path) -> Non
 
 def test_a_failed_run_on_a_fresh_database_undoes_the_whole_run(tmp_path: Path, db_path: Path) -> None:
     """0001 commits, 0002 fails: the database goes back to empty, not to a half-upgraded 1."""
-    mdir = write_migrations(tmp_path / "m", {**BASE, "0002_age.sql": "CREATE TABLE b (y); SELECT broken("})
+    mdir = write_migrations(tmp_path / "m", {**BASE, "0002_zoo_age.sql": "CREATE TABLE b (y); SELECT broken("})
     db = Database(db_path, mdir)
     with pytest.raises(MigrationError):
         db.open()
@@ -146,21 +153,20 @@ def test_a_failed_run_on_a_fresh_database_undoes_the_whole_run(tmp_path: Path, d
 
 
 def test_a_failing_migration_leaves_the_database_exactly_as_before(tmp_path: Path, db_path: Path) -> None:
-    mdir = write_migrations(tmp_path / "m", {"0001_people.sql": BASE["0001_people.sql"]})
+    mdir = write_migrations(tmp_path / "m", {"0001_zoo_people.sql": BASE["0001_zoo_people.sql"]})
     db = Database(db_path, mdir)
     db.open()
-    with db.writer:
-        db.writer.executemany("INSERT INTO people (name) VALUES (?)", [(f"p{i}",) for i in range(500)])
+    db.run_now(lambda c: c.executemany("INSERT INTO people (name) VALUES (?)", [(f"p{i}",) for i in range(500)]))
     db.close()
     before = dump(db_path)
 
     write_migrations(mdir, {
-        "0002_ok.sql": "CREATE TABLE projects (id INTEGER PRIMARY KEY);\nINSERT INTO projects VALUES (1);",
-        "0003_bad.sql": "CREATE TABLE tags (id INTEGER);\nUPDATE people SET name = 'x';\n"
+        "0002_zoo_ok.sql": "CREATE TABLE projects (id INTEGER PRIMARY KEY);\nINSERT INTO projects VALUES (1);",
+        "0003_zoo_bad.sql": "CREATE TABLE tags (id INTEGER);\nUPDATE people SET name = 'x';\n"
                         "INSERT INTO tags VALUES (1);\nTHIS IS NOT SQL;",
     })
     db = Database(db_path, mdir)
-    with pytest.raises(MigrationError, match="0003_bad.sql"):
+    with pytest.raises(MigrationError, match="0003_zoo_bad.sql"):
         db.open()
     db.close()
     assert dump(db_path) == before  # 0002 undone too: version 1, no projects, names intact
@@ -177,15 +183,17 @@ def test_backup_and_restore_round_trip(tmp_path: Path, db_path: Path) -> None:
     mdir = write_migrations(tmp_path / "m", BASE)
     db = Database(db_path, mdir)
     db.open()
+    db.close()
+    conn = connect(db_path)
     try:
-        db.writer.execute("INSERT INTO people (name, age) VALUES ('a', 1)")
-        saved = migrations.backup(db.writer, tmp_path / "b", 2)
-        db.writer.execute("DELETE FROM people; DROP INDEX people_age; PRAGMA user_version = 5")
-        migrations.restore(db.writer, saved)
-        assert migrations.user_version(db.writer) == 2
-        assert db.writer.execute("SELECT name, age FROM people").fetchall() == [("a", 1)]
+        conn.execute("INSERT INTO people (name, age) VALUES ('a', 1)")
+        saved = migrations.backup(conn, tmp_path / "b", 2)
+        conn.execute("DELETE FROM people; DROP INDEX people_age; PRAGMA user_version = 5")
+        migrations.restore(conn, saved)
+        assert migrations.user_version(conn) == 2
+        assert conn.execute("SELECT name, age FROM people").fetchall() == [("a", 1)]
     finally:
-        db.close()
+        conn.close()
 
 
 def test_old_backups_are_pruned(tmp_path: Path, db_path: Path) -> None:
@@ -201,13 +209,15 @@ def test_old_backups_are_pruned(tmp_path: Path, db_path: Path) -> None:
     assert kept[0].startswith("sidecar-v0003-")
 
 
-def test_shipped_migrations_are_well_formed() -> None:
+def test_shipped_migrations_are_well_formed(tmp_path: Path) -> None:
     found = migrations.discover(migrations.default_migrations_dir())
     assert found and found[0].path.name == "0001_core_settings_secrets.sql"
     conn = apsw.Connection(":memory:")
-    for migration in found:  # each applies on top of the previous ones
-        with conn:
-            conn.execute(migration.path.read_text())
+    try:  # each applies on top of the previous ones, SQL and Python steps alike
+        assert migrations.apply(conn, found, tmp_path / "backups") == found
+        assert migrations.user_version(conn) == len(found)
+    finally:
+        conn.close()
 
 
 # ---- sidecar migrate ------------------------------------------------------------------
@@ -255,7 +265,7 @@ _OPEN = ("import sys; from pathlib import Path; from sidecar.store.database impo
 def test_processes_migrating_at_once_agree(tmp_path: Path, db_path: Path) -> None:
     """Two daemons started together on a fresh data dir: both come up, neither undoes the
     other's migration."""
-    many = {f"{i:04d}_t{i}.sql": f"CREATE TABLE t{i} (x INTEGER);\nINSERT INTO t{i} VALUES ({i});"
+    many = {f"{i:04d}_zoo_t{i}.sql": f"CREATE TABLE t{i} (x INTEGER);\nINSERT INTO t{i} VALUES ({i});"
             for i in range(1, 31)}
     mdir = write_migrations(tmp_path / "m", many)
     db_path.parent.mkdir(parents=True)
@@ -282,7 +292,7 @@ def test_a_table_rebuild_keeps_child_rows_and_foreign_keys_are_checked(tmp_path:
         "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL "
         "REFERENCES parent(id) ON DELETE CASCADE);"
         "INSERT INTO parent VALUES (1, 'a'); INSERT INTO child VALUES (10, 1);")
-    (mig / "0002_rebuild.sql").write_text(
+    (mig / "0002_core_rebuild.sql").write_text(
         "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '');"
         "INSERT INTO parent_new SELECT id, name FROM parent; DROP TABLE parent;"
         "ALTER TABLE parent_new RENAME TO parent;")
@@ -291,10 +301,97 @@ def test_a_table_rebuild_keeps_child_rows_and_foreign_keys_are_checked(tmp_path:
     assert conn.execute("SELECT id, parent_id FROM child").fetchall() == [(10, 1)]
     assert conn.execute("PRAGMA foreign_keys").fetchall() == [(1,)]  # back on afterwards
 
-    (mig / "0003_dangling.sql").write_text("DELETE FROM parent;")  # cascade is off: would dangle
+    (mig / "0003_core_dangling.sql").write_text("DELETE FROM parent;")  # cascade is off: would dangle
     with pytest.raises(m.MigrationError, match="foreign key"):
         m.apply(conn, m.discover(mig), tmp_path / "backups")
     assert m.user_version(conn) == 2
     assert conn.execute("SELECT count(*) FROM parent").fetchall() == [(1,)]
     assert conn.execute("PRAGMA foreign_keys").fetchall() == [(1,)]
     conn.close()
+
+
+# ---- Python steps ------------------------------------------------------------------------
+
+SPLIT_NAMES = """
+import unicodedata
+
+import apsw
+
+
+def migrate(conn: apsw.Connection) -> None:
+    # what SQL cannot do: Unicode normalisation and splitting on the last space
+    conn.execute("ALTER TABLE people ADD COLUMN family TEXT")
+    rows = conn.execute("SELECT id, name FROM people").fetchall()
+    for person_id, name in rows:
+        given, _, family = unicodedata.normalize("NFC", name).rpartition(" ")
+        conn.execute("UPDATE people SET name = ?, family = ? WHERE id = ?", (given, family, person_id))
+"""
+
+
+def test_a_python_step_runs_in_sequence_with_sql_steps(tmp_path: Path, db_path: Path) -> None:
+    mdir = write_migrations(tmp_path / "m", {
+        "0001_zoo_people.sql": BASE["0001_zoo_people.sql"] + "\nINSERT INTO people (name) VALUES ('Ada Lovelace'), "
+                               "('Jose\u0301 de San Marti\u0301n');",
+        "0002_zoo_split_names.py": SPLIT_NAMES,
+        "0003_zoo_family_index.sql": "CREATE INDEX people_family ON people (family);",
+    })
+    found = migrations.discover(mdir)
+    assert [(m.version, m.kind, m.capability) for m in found] == [(1, "sql", "zoo"), (2, "py", "zoo"), (3, "sql", "zoo")]
+    db = Database(db_path, mdir)
+    try:
+        assert [m.name for m in db.open()] == ["zoo_people", "zoo_split_names", "zoo_family_index"]
+        assert db.run_now(migrations.user_version) == 3
+        assert db.run_now(lambda c: c.execute("SELECT name, family FROM people ORDER BY id").fetchall()) == [
+            ("Ada", "Lovelace"), ("Jos\u00e9 de San", "Mart\u00edn")]
+    finally:
+        db.close()
+    assert not [name for name in sys.modules if name.startswith("sidecar_migration_")]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("def migrate(conn):\n    conn.execute(\"UPDATE people SET name = 'x'\")\n    raise ValueError('bad row')\n",
+     "bad row"),
+    ("def migrate(conn):\n    conn.execute(\"UPDATE people SET name = 'x'\")\n    conn.execute('COMMIT')\n",
+     "ended the transaction"),
+    ("def migrate(conn):\n    conn.execute(\"DELETE FROM people\")\n    conn.execute('INSERT INTO pets VALUES (99)')\n",
+     "foreign key"),
+])
+def test_a_failing_python_step_leaves_the_database_exactly_as_before(tmp_path: Path, db_path: Path,
+                                                                      body: str, message: str) -> None:
+    mdir = write_migrations(tmp_path / "m", {
+        "0001_zoo_people.sql": BASE["0001_zoo_people.sql"] + "\nINSERT INTO people (name) VALUES ('a'), ('b');"
+                               "\nCREATE TABLE pets (owner INTEGER REFERENCES people (id));",
+    })
+    db = Database(db_path, mdir)
+    db.open()
+    db.close()
+    before = dump(db_path)
+    write_migrations(mdir, {"0002_zoo_ok.sql": "CREATE TABLE projects (id INTEGER PRIMARY KEY);",
+                            "0003_zoo_bad.py": body})
+    db = Database(db_path, mdir)
+    with pytest.raises(MigrationError, match=message):
+        db.open()
+    db.close()
+    assert dump(db_path) == before
+
+
+@pytest.mark.parametrize("body, message", [
+    ("def migrate(conn)\n    pass\n", "cannot load"),  # a syntax error
+    ("import no_such_module_here\n", "cannot load"),
+    ("MIGRATE = 1\n", "no migrate"),
+])
+def test_a_python_step_that_cannot_load_fails_before_anything_changes(tmp_path: Path, db_path: Path,
+                                                                      body: str, message: str) -> None:
+    mdir = write_migrations(tmp_path / "m", {"0001_zoo_people.sql": BASE["0001_zoo_people.sql"]})
+    db = Database(db_path, mdir)
+    db.open()
+    db.close()
+    before = dump(db_path)
+    write_migrations(mdir, {"0002_zoo_ok.sql": "CREATE TABLE projects (id INTEGER PRIMARY KEY);",
+                            "0003_zoo_broken.py": body})
+    db = Database(db_path, mdir)
+    with pytest.raises(MigrationError, match=message):
+        db.open()
+    db.close()
+    assert dump(db_path) == before
+    assert not (db_path.parent / "backups").exists()  # it failed before even the backup

@@ -3,8 +3,12 @@ nothing lost when the daemon is killed -9 in the middle of write transactions.""
 
 from __future__ import annotations
 
+import functools
 import queue
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,19 +19,23 @@ import msgspec
 import pytest
 
 from sidecar.client import DaemonClient
+from sidecar.commit import RequestGuard, current_guard
 from sidecar.secrets.keys import FileKeyProvider
 from sidecar.secrets.service import SecretService
-from sidecar.store.database import BUSY_TIMEOUT_MS, READ_THREADS, Database
 from sidecar.secrets.store import SecretsStore
+from sidecar.settings.store import SettingsStore
+from sidecar.store.database import BUSY_TIMEOUT_MS, READ_THREADS, Database
 
-PRAGMAS = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+PRAGMAS = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous", "query_only")
 
 
 def pragmas(conn: apsw.Connection) -> dict[str, Any]:
     return {name: conn.execute(f"PRAGMA {name}").fetchall()[0][0] for name in PRAGMAS}
 
 
-EXPECTED = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": BUSY_TIMEOUT_MS, "synchronous": 1}
+EXPECTED = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": BUSY_TIMEOUT_MS, "synchronous": 1,
+            "query_only": 0}
+READER = {**EXPECTED, "query_only": 1}
 
 
 def test_writer_and_reader_connections_are_configured(tmp_path: Path) -> None:
@@ -35,8 +43,8 @@ def test_writer_and_reader_connections_are_configured(tmp_path: Path) -> None:
         db = Database(tmp_path / "sidecar.db")
         db.open()
         try:
-            assert pragmas(db.writer) == EXPECTED
-            assert await db.read(pragmas) == EXPECTED
+            assert db.run_now(pragmas) == EXPECTED
+            assert await db.read(pragmas) == READER
             assert await db.write(pragmas) == EXPECTED
         finally:
             db.close()
@@ -47,7 +55,7 @@ def test_writer_and_reader_connections_are_configured(tmp_path: Path) -> None:
 def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
     mdir = tmp_path / "m"
     mdir.mkdir()
-    (mdir / "0001_fk.sql").write_text("CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
+    (mdir / "0001_test_fk.sql").write_text("CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
                                       "CREATE TABLE child (parent INTEGER NOT NULL REFERENCES parent (id));")
 
     async def main() -> None:
@@ -226,3 +234,402 @@ def test_reader_connections_are_bounded_and_reused(tmp_path: Path) -> None:
     finally:
         db.close()
     assert db.reader_count() == 0
+
+
+# ---- the store API: transactions, readers, cancellation, helpers -------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+COUNTER = {"0001_test_counter.sql": "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);\n"
+                                    "INSERT INTO counter VALUES (1, 0);"}
+
+
+def migrations_dir(tmp_path: Path, files: dict[str, str]) -> Path:
+    mdir = tmp_path / "m"
+    mdir.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (mdir / name).write_text(text)
+    return mdir
+
+
+_INCREMENT = """
+import sys, time
+from pathlib import Path
+import anyio
+from sidecar.store.database import Database
+
+db_path, mdir, ready_dir, count = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+
+def increment(conn):
+    (n,), = conn.execute("SELECT n FROM counter WHERE id = 1").fetchall()
+    time.sleep(0.0005)  # widen the read-to-write window, as real work between them would
+    conn.execute("UPDATE counter SET n = ? WHERE id = 1", (n + 1,))
+
+async def main():
+    db = Database(db_path, mdir)
+    db.open()
+    try:
+        (ready_dir / str(time.time_ns())).touch()  # start together: both wait for both
+        deadline = time.monotonic() + 30
+        while len(list(ready_dir.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for _ in range(count):
+            await db.write(increment)
+    finally:
+        db.close()
+
+anyio.run(main)
+"""
+
+
+def test_two_processes_doing_read_then_write_never_get_busy(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: the write lock is taken (waiting up to the busy timeout) before the
+    read, so a read-modify-write never finds its snapshot stale. A deferred BEGIN (apsw's
+    `with conn:`) fails here with BusyError, busy timeout or not."""
+    mdir = migrations_dir(tmp_path, COUNTER)
+    db_path = tmp_path / "data" / "sidecar.db"
+    db = Database(db_path, mdir)
+    db.open()
+    db.close()
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    each = 200
+    procs = [subprocess.Popen([sys.executable, "-c", _INCREMENT, str(db_path), str(mdir), str(ready), str(each)],
+                              cwd=REPO, stderr=subprocess.PIPE) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    conn = apsw.Connection(str(db_path))
+    try:
+        assert conn.execute("SELECT n FROM counter").fetchall() == [(2 * each,)]
+    finally:
+        conn.close()
+
+
+def test_reader_connections_cannot_write(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            with pytest.raises(apsw.ReadOnlyError):
+                await db.read(lambda c: c.execute("INSERT INTO settings (key, value) VALUES ('a.b', '1')"))
+            with pytest.raises(apsw.ReadOnlyError):
+                await db.fetch_all("DELETE FROM settings RETURNING key")
+            assert await db.fetch_value("SELECT count(*) FROM settings") == 0
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_the_writer_connection_is_private(tmp_path: Path) -> None:
+    """Start-up code gets `run_now` (one transaction, here and now) instead of the connection."""
+    assert not hasattr(Database, "writer")
+    db = Database(tmp_path / "sidecar.db")
+    db.open()
+    try:
+        def half(conn: apsw.Connection) -> None:
+            conn.execute("INSERT INTO settings (key, value) VALUES ('a.b', '1')")
+            raise RuntimeError("halfway")
+        with pytest.raises(RuntimeError):
+            db.run_now(half)
+        db.run_now(lambda c: c.execute("INSERT INTO settings (key, value) VALUES ('c.d', '2')"))
+        assert db.run_now(lambda c: c.execute("SELECT key FROM settings").fetchall()) == [("c.d",)]
+    finally:
+        db.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        db.run_now(lambda c: None)
+
+
+# a query that runs for about ten seconds
+SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT count(*) FROM c"
+
+
+def test_a_cancelled_read_is_interrupted_and_frees_its_thread(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            began = time.perf_counter()
+            with anyio.move_on_after(0.05) as scope:
+                await db.fetch_value(SLOW)
+            assert scope.cancelled_caught  # the caller's cancellation, not an InterruptError
+            assert time.perf_counter() - began < 1.0
+
+            # every reader slot busy with a slow query, all cancelled: the next read runs at once
+            with anyio.move_on_after(0.05):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(READ_THREADS + 2):
+                        tg.start_soon(db.fetch_value, SLOW)
+            began = time.perf_counter()
+            with anyio.fail_after(1):
+                assert await db.fetch_value("SELECT 42") == 42
+            assert time.perf_counter() - began < 0.5
+            # and the connections came back clean: no transaction left open, none leaked
+            for _ in range(READ_THREADS * 2):
+                assert await db.read(lambda c: c.in_transaction) is False
+            assert db.reader_count() <= READ_THREADS
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_a_read_cancelled_between_its_statements_is_interrupted(tmp_path: Path) -> None:
+    """interrupt() is a no-op on a connection with no statement running; a read cancelled
+    while its function does other work must still not start its next query."""
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            def two_steps(conn: apsw.Connection) -> object:
+                conn.execute("SELECT 1").fetchall()
+                time.sleep(0.3)  # cancelled while here
+                return conn.execute(SLOW).fetchall()
+            began = time.perf_counter()
+            with anyio.move_on_after(0.05) as scope:
+                await db.read(two_steps)
+            assert scope.cancelled_caught
+            assert time.perf_counter() - began < 1.5
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_an_interrupt_that_is_not_a_cancellation_is_an_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            def interrupted(conn: apsw.Connection) -> object:
+                conn.set_progress_handler(lambda: True, 10, id="test")
+                return conn.execute(SLOW).fetchall()
+            with pytest.raises(apsw.InterruptError):
+                await db.read(interrupted)
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+class Item(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    data: bytes | None = None
+
+
+ITEMS = {"0001_test_items.sql": "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB);\n"
+                                "CREATE TABLE log (item INTEGER);\n"
+                                "CREATE TRIGGER items_log AFTER INSERT ON items BEGIN "
+                                "INSERT INTO log VALUES (new.id); INSERT INTO log VALUES (new.id); END;"}
+
+
+def test_fetch_and_execute_helpers(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db", migrations_dir(tmp_path, ITEMS))
+        db.open()
+        try:
+            # rows changed, not counting the trigger's
+            assert await db.execute("INSERT INTO items (id, name) VALUES (?, ?)", (1, "one")) == 1
+            assert await db.execute_many("INSERT INTO items (id, name, data) VALUES (?, ?, ?)",
+                                         [(2, "two", b"\x00\x01"), (3, "three", None)]) == 2
+            assert await db.execute("INSERT INTO items (id, name) VALUES (:id, :name)", {"id": 4, "name": "four"}) == 1
+            assert await db.fetch_value("SELECT count(*) FROM log") == 8
+            assert await db.execute("UPDATE items SET name = upper(name) WHERE id > ?", (2,)) == 2
+            assert await db.execute("DELETE FROM items WHERE id = ?", (99,)) == 0
+            assert await db.execute("SELECT 1") == 0  # not a change, not the last statement's count
+
+            assert await db.fetch_all("SELECT id, name FROM items ORDER BY id") == [
+                (1, "one"), (2, "two"), (3, "THREE"), (4, "FOUR")]
+            assert await db.fetch_all("SELECT id, name FROM items WHERE id > 10") == []
+            assert await db.fetch_all("SELECT id, name, data FROM items WHERE id < ? ORDER BY id", (3,), as_type=Item) == [
+                Item(1, "one"), Item(2, "two", b"\x00\x01")]
+            assert await db.fetch_all("SELECT id, name FROM items WHERE id = 1", as_type=dict) == [{"id": 1, "name": "one"}]
+            assert await db.fetch_all("SELECT id FROM items WHERE id > 10", as_type=Item) == []
+            assert await db.fetch_one("SELECT id, name FROM items ORDER BY id DESC") == (4, "FOUR")
+            assert await db.fetch_one("SELECT id, name FROM items WHERE id = 9") is None
+            assert await db.fetch_one("SELECT id, name FROM items WHERE id = 2", as_type=Item) == Item(2, "two")
+            assert await db.fetch_one("SELECT id, name FROM items WHERE id = 9", as_type=Item) is None
+            assert await db.fetch_value("SELECT name FROM items WHERE id = ?", (3,)) == "THREE"
+            assert await db.fetch_value("SELECT name FROM items WHERE id = 9", default="none") == "none"
+            assert await db.execute_returning("UPDATE items SET name = 'x' WHERE id IN (1, 2) RETURNING id, name",
+                                              as_type=Item) in ([Item(1, "x"), Item(2, "x")], [Item(2, "x"), Item(1, "x")])
+            assert await db.execute_returning("DELETE FROM items WHERE id = 4 RETURNING id") == [(4,)]
+            # a wrong shape is an error, not a silent partial row
+            with pytest.raises(msgspec.ValidationError):
+                await db.fetch_all("SELECT id FROM items", as_type=Item)
+            # an execute_many is one transaction: a failing row undoes the others
+            with pytest.raises(apsw.ConstraintError):
+                await db.execute_many("INSERT INTO items (id, name) VALUES (?, ?)", [(10, "ten"), (1, "dup")])
+            assert await db.fetch_value("SELECT count(*) FROM items WHERE id = 10") == 0
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+# ---- the commit rule (sidecar/commit.py) ----------------------------------------------------
+
+
+def test_guard_semantics() -> None:
+    calls: list[str] = []
+    cancel = functools.partial(calls.append, "cancel")
+
+    idle = RequestGuard(cancel)  # nothing in flight: cancelled at once
+    assert idle.request_cancel() is True and calls == ["cancel"]
+
+    calls.clear()
+    committing = RequestGuard(cancel)  # in flight, then committed: the cancel is dropped
+    with committing.writing():
+        assert committing.request_cancel() is True
+        assert calls == []
+        committing.mark_committed()
+    assert calls == [] and committing.committed
+    assert committing.request_cancel() is False and calls == []
+
+    rolling_back = RequestGuard(cancel)  # in flight, rolled back: the cancel happens then
+    with pytest.raises(RuntimeError):
+        with rolling_back.writing():
+            rolling_back.request_cancel()
+            assert calls == []
+            raise RuntimeError("rolled back")
+    assert calls == ["cancel"] and not rolling_back.committed
+
+
+def _insert(key: str) -> Callable[[apsw.Connection], None]:
+    return lambda conn: conn.execute("INSERT INTO settings (key, value) VALUES (?, '1')", (key,)).fetchall()
+
+
+async def _keys(db: Database) -> list[str]:
+    return [key for (key,) in await db.fetch_all("SELECT key FROM settings ORDER BY key")]
+
+
+def test_a_cancel_during_a_write_is_dropped_once_it_commits(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        in_write, release = threading.Event(), threading.Event()
+
+        def slow_insert(conn: apsw.Connection) -> str:
+            _insert("a.b")(conn)
+            in_write.set()
+            assert release.wait(30)
+            return "done"
+
+        async def cancel_when_writing(guard: RequestGuard) -> None:
+            await anyio.to_thread.run_sync(in_write.wait, 30)
+            assert guard.request_cancel() is True  # taken note of, deferred
+            release.set()
+
+        try:
+            results: list[str] = []
+            with anyio.CancelScope() as scope:
+                guard = RequestGuard(scope.cancel)
+                token = current_guard.set(guard)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(cancel_when_writing, guard)
+                        results.append(await db.write(slow_insert))
+                        await anyio.lowlevel.checkpoint()  # still not cancelled: it committed
+                        results.append(await db.fetch_value("SELECT value FROM settings WHERE key = 'a.b'"))
+                finally:
+                    current_guard.reset(token)
+            assert not scope.cancel_called and not scope.cancelled_caught
+            assert results == ["done", "1"]
+            assert guard.committed
+            assert guard.request_cancel() is False
+            assert await _keys(db) == ["a.b"]
+        finally:
+            release.set()
+            db.close()
+
+    anyio.run(main)
+
+
+def test_a_request_cancelled_before_its_write_writes_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            reached = False
+            with anyio.CancelScope() as scope:
+                guard = RequestGuard(scope.cancel)
+                token = current_guard.set(guard)
+                try:
+                    assert guard.request_cancel() is True
+                    await db.execute("INSERT INTO settings (key, value) VALUES ('a.b', '1')")
+                    reached = True
+                finally:
+                    current_guard.reset(token)
+            assert scope.cancelled_caught and not reached
+            assert not guard.committed
+            assert await _keys(db) == []
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_a_write_rolled_back_after_a_cancel_request_commits_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            with anyio.CancelScope() as scope:
+                guard = RequestGuard(scope.cancel)
+                token = current_guard.set(guard)
+
+                def fails_after_cancel(conn: apsw.Connection) -> None:
+                    _insert("a.b")(conn)
+                    anyio.from_thread.run_sync(guard.request_cancel)
+                    raise RuntimeError("constraint")
+                try:
+                    with pytest.raises(RuntimeError):
+                        await db.write(fails_after_cancel)
+                finally:
+                    current_guard.reset(token)
+            assert scope.cancel_called and not guard.committed
+            assert await _keys(db) == []
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_a_write_without_a_guard_is_shielded(tmp_path: Path) -> None:
+    """Background work: a cancel during the write lets it commit, then takes effect."""
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            def slow_insert(conn: apsw.Connection) -> None:
+                _insert("a.b")(conn)
+                time.sleep(0.2)
+            with anyio.move_on_after(0.05) as scope:
+                await db.write(slow_insert)
+                await anyio.lowlevel.checkpoint()
+            assert scope.cancelled_caught
+            assert await _keys(db) == ["a.b"]
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_settings_store_writes(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            store = SettingsStore(db)
+            await store.put("a.one", 1)
+            await store.put("a.two", {"x": [1, "y"]})
+            await store.put_many({"a.three": "3", "a.one": 11}, deleted=["a.two"])
+            assert store.load_all_now() == {"a.one": 11, "a.three": "3"}
+            await store.delete("a.one")
+            await store.put_many({}, deleted=["a.three", "a.none"])
+            assert store.load_all_now() == {}
+        finally:
+            db.close()
+
+    anyio.run(main)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import apsw
+import msgspec
 
 from sidecar.store.database import Database
 
 
-@dataclass(frozen=True, slots=True)
-class SecretRow:
+class SecretRow(msgspec.Struct, frozen=True):
     name: str
     nonce: bytes
     ciphertext: bytes
@@ -20,6 +17,7 @@ class SecretRow:
 
 
 _COLUMNS = "name, nonce, ciphertext, key_id, created_at, updated_at"
+_SELECT = f"SELECT {_COLUMNS} FROM secrets"
 
 
 class SecretsStore:
@@ -27,31 +25,19 @@ class SecretsStore:
         self.db = db
 
     async def put(self, name: str, nonce: bytes, ciphertext: bytes, key_id: str) -> SecretRow:
-        def run(conn: apsw.Connection) -> SecretRow:
-            conn.execute(
-                "INSERT INTO secrets (name, nonce, ciphertext, key_id) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, "
-                "ciphertext = excluded.ciphertext, key_id = excluded.key_id, "
-                "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-                (name, nonce, ciphertext, key_id),
-            )
-            row = conn.execute(f"SELECT {_COLUMNS} FROM secrets WHERE name = ?", (name,)).fetchone()
-            return SecretRow(*row)
-        return await self.db.write(run)
+        (row,) = await self.db.execute_returning(
+            "INSERT INTO secrets (name, nonce, ciphertext, key_id) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, "
+            "ciphertext = excluded.ciphertext, key_id = excluded.key_id, "
+            f"updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') RETURNING {_COLUMNS}",
+            (name, nonce, ciphertext, key_id), as_type=SecretRow)
+        return row
 
     async def get(self, name: str) -> SecretRow | None:
-        def run(conn: apsw.Connection) -> SecretRow | None:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM secrets WHERE name = ?", (name,)).fetchone()
-            return SecretRow(*row) if row else None
-        return await self.db.read(run)
+        return await self.db.fetch_one(f"{_SELECT} WHERE name = ?", (name,), as_type=SecretRow)
 
     async def delete(self, name: str) -> bool:
-        def run(conn: apsw.Connection) -> bool:
-            conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
-            return conn.changes() > 0
-        return await self.db.write(run)
+        return await self.db.execute("DELETE FROM secrets WHERE name = ?", (name,)) > 0
 
     async def list(self) -> list[SecretRow]:
-        def run(conn: apsw.Connection) -> list[SecretRow]:
-            return [SecretRow(*row) for row in conn.execute(f"SELECT {_COLUMNS} FROM secrets ORDER BY name")]
-        return await self.db.read(run)
+        return await self.db.fetch_all(f"{_SELECT} ORDER BY name", as_type=SecretRow)

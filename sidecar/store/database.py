@@ -1,34 +1,58 @@
 """The embedded SQLite database (apsw): WAL, foreign keys, busy timeout, off the event loop.
 
 All database work runs in worker threads so the event loop never waits on disk. Writes go
-through one connection, one at a time (SQLite has one writer anyway); reads borrow one of
-at most READ_THREADS pooled connections and run concurrently thanks to WAL. (Not one per
-thread: anyio retires idle worker threads, and their connections would pile up.)
-`bench/db_offload.py` measures what this buys over running queries on the loop.
+through one private connection, one at a time (SQLite has one writer anyway), each in a
+`BEGIN IMMEDIATE` transaction: the write lock is taken (waiting up to the busy timeout)
+before anything is read, so a read-then-write transaction never fails with SQLITE_BUSY when
+another process writes the same file. Reads borrow one of at most READ_THREADS pooled
+connections that are `query_only`, and run concurrently thanks to WAL. (Not one per
+thread: anyio retires idle worker threads, and their connections would pile up.) A read
+whose caller is cancelled is interrupted (`sqlite3_interrupt` and a progress handler), so
+the worker thread and the connection are free again at once.
+
+Writes follow the commit rule of `sidecar/commit.py`: a request that is already cancelled
+does not start one; once started, a write is shielded from cancellation and finishes
+(commits or rolls back), and a commit marks the request's guard so that a later cancel is
+dropped (-32800 means nothing was applied).
+
+Store modules (`sidecar/<ns>/store.py`) use the helpers: `fetch_all`, `fetch_one`,
+`fetch_value`, `execute`, `execute_many`, and `read(fn)`/`write(fn)` for several statements
+in one transaction. `bench/db_offload.py` measures what the threads buy over running
+queries on the loop.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar, overload
 
 import anyio
+import anyio.lowlevel
 import apsw
+import msgspec
 
+from sidecar.commit import current_guard
 from sidecar.store import migrations
 
 log = logging.getLogger("sidecar.store")
 
 T = TypeVar("T")
 
+#: query parameters: positional (`?`) or named (`:name`); always bound, never formatted in
+Bindings: TypeAlias = Sequence[Any] | Mapping[str, Any]
+
 BUSY_TIMEOUT_MS = 5000
 READ_THREADS = 4
+#: SQLite VM steps between checks of a read's cancelled flag (some 50-100 µs of work; each check
+#: takes the GIL, so not much more often than that)
+PROGRESS_STEPS = 10_000
 
 
-def connect(path: Path) -> apsw.Connection:
+def connect(path: Path, *, query_only: bool = False) -> apsw.Connection:
     conn = apsw.Connection(str(path))
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -36,7 +60,118 @@ def connect(path: Path) -> apsw.Connection:
     # only (at most the last ones) on power loss
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    if query_only:
+        conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def run_transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
+    """`fn(conn)` in one `BEGIN IMMEDIATE` transaction: committed if it returns, rolled back
+    if it raises. (apsw's `with conn:` begins deferred: the lock would only be sought at the
+    first write, where a stale snapshot fails at once with SQLITE_BUSY, busy timeout or not.)"""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _execute(conn: apsw.Connection, sql: str, params: Bindings) -> int:
+    """Run one statement to its end; the rows it changed (as `changes()`: not counting
+    those changed by triggers, so an FTS index kept by triggers does not inflate it)."""
+    before = conn.total_changes()
+    conn.execute(sql, params).fetchall()  # to the end: RETURNING rows are dropped
+    return conn.changes() if conn.total_changes() != before else 0
+
+
+def _fetch(cursor: apsw.Cursor, as_type: type[Any] | None, limit: int | None = None) -> list[Any]:
+    """The rows of a just-executed cursor (at most `limit`), as tuples or converted to
+    `as_type` from {column name: value}."""
+    if as_type is None:
+        return cursor.fetchall() if limit is None else [row for _, row in zip(range(limit), cursor)]
+    try:
+        names = [name for name, _ in cursor.get_description()]
+    except apsw.ExecutionCompleteError:  # no rows at all
+        return []
+    rows = cursor if limit is None else (row for _, row in zip(range(limit), cursor))
+    dicts = [dict(zip(names, row)) for row in rows]
+    if as_type is dict:
+        return dicts
+    return msgspec.convert(dicts, list[as_type])  # type: ignore[valid-type]
+
+
+@asynccontextmanager
+async def commit_rule() -> AsyncIterator[None]:
+    """Around one write transaction, in any store backend: shielded from cancellation, and
+    marking the request's guard once the body (which commits) returns. Check for
+    cancellation before entering (`await anyio.lowlevel.checkpoint()`): a request
+    cancelled already must not start a write. Without a guard (background work) it only
+    shields."""
+    guard = current_guard.get()
+    with anyio.CancelScope(shield=True):
+        if guard is None:
+            yield
+            return
+        with guard.writing():
+            yield
+            guard.mark_committed()
+
+
+class _ReadCall:
+    """One read's link between the event loop (which may cancel it) and its worker thread."""
+
+    __slots__ = ("_lock", "conn", "cancelled", "running", "_finished")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.conn: apsw.Connection | None = None
+        self.cancelled = False
+        self.running = False
+        self._finished: tuple[anyio.Event, anyio.lowlevel.EventLoopToken] | None = None
+
+    # in the worker thread
+
+    def start(self, conn: apsw.Connection) -> bool:
+        """False if the caller is gone already: then the read must not run."""
+        with self._lock:
+            if self.cancelled:
+                return False
+            self.conn = conn
+            self.running = True
+            return True
+
+    def finish(self) -> None:
+        with self._lock:
+            self.conn = None
+            self.running = False
+            finished, self._finished = self._finished, None
+        if finished is not None:  # the cancelled caller waits for us to let go
+            event, token = finished
+            anyio.from_thread.run_sync(event.set, token=token)
+
+    def is_cancelled(self) -> bool:  # the progress handler
+        return self.cancelled
+
+    # on the event loop
+
+    async def cancel(self) -> None:
+        """Interrupt the read and wait, shielded, until its thread has let go of the connection."""
+        event = anyio.Event()
+        with self._lock:
+            # the flag catches what interrupt() cannot: a statement not started yet
+            # (interrupting an idle connection is a no-op), via the progress handler
+            self.cancelled = True
+            if not self.running:  # not started (it never will now) or done
+                return
+            assert self.conn is not None
+            self.conn.interrupt()
+            self._finished = (event, anyio.lowlevel.current_token())
+        with anyio.CancelScope(shield=True):
+            await event.wait()
 
 
 class Database:
@@ -44,11 +179,14 @@ class Database:
         self.path = path
         self.migrations_dir = migrations_dir or migrations.default_migrations_dir()
         self._writer: apsw.Connection | None = None
+        self._writer_lock = threading.Lock()  # run_now and worker-thread writes never overlap
         self._readers: list[apsw.Connection] = []  # every reader connection made
         self._idle_readers: list[apsw.Connection] = []  # those not lent out right now
         self._readers_lock = threading.Lock()
-        self._write_limiter = anyio.CapacityLimiter(1)
-        self._read_limiter = anyio.CapacityLimiter(READ_THREADS)
+        self._write_limiter = anyio.CapacityLimiter(1)  # waiting for it is still cancellable
+        self._write_thread_limiter = anyio.CapacityLimiter(1)  # the thread of the write holding it
+        self._read_limiter = anyio.CapacityLimiter(READ_THREADS)  # held until the thread let go
+        self._read_thread_limiter = anyio.CapacityLimiter(READ_THREADS)  # not anyio's shared default
 
     @property
     def backup_dir(self) -> Path:
@@ -62,19 +200,34 @@ class Database:
         return migrations.apply(self._writer, migrations.discover(self.migrations_dir), self.backup_dir)
 
     def migration_status(self) -> migrations.MigrationStatus:
-        return migrations.status(self.writer, migrations.discover(self.migrations_dir))
+        known = migrations.discover(self.migrations_dir)
+        with self._writer_lock:
+            return migrations.status(self._conn(), known)
 
-    @property
-    def writer(self) -> apsw.Connection:
+    def _conn(self) -> apsw.Connection:
         if self._writer is None:
             raise RuntimeError("database is not open")
         return self._writer
+
+    # ---- start-up, before the loop serves anyone ------------------------------------
+
+    def run_now(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run `fn(conn)` in one write transaction right here, blocking the caller.
+
+        Only for start-up code that runs before requests are served (loading settings,
+        preparing a capability's tables) and for tools and benchmarks; everything else uses
+        the async methods, which keep the event loop free."""
+        with self._writer_lock:
+            return run_transaction(self._conn(), fn)
+
+    # ---- reads ---------------------------------------------------------------------------
 
     def _borrow_reader(self) -> apsw.Connection:
         with self._readers_lock:
             if self._idle_readers:
                 return self._idle_readers.pop()
-        conn = connect(self.path)  # outside the lock: opening touches the disk
+        self._conn()  # not open (or closed): fail rather than create the file afresh
+        conn = connect(self.path, query_only=True)  # outside the lock: opening touches the disk
         with self._readers_lock:
             self._readers.append(conn)
         return conn
@@ -88,26 +241,112 @@ class Database:
             return len(self._readers)
 
     async def read(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run `fn(conn)` on a reader connection in a worker thread."""
+        """Run `fn(conn)` on a `query_only` reader connection in a worker thread.
+
+        If the caller is cancelled meanwhile, the query is interrupted, and the caller sees
+        its cancellation (not an error) as soon as the thread has let go of the connection."""
+        call = _ReadCall()
+
         def run() -> T:
-            # the limiter bounds concurrent reads, so the pool never exceeds READ_THREADS
             conn = self._borrow_reader()
             try:
-                return fn(conn)
+                if not call.start(conn):
+                    raise apsw.InterruptError("cancelled before it started")  # nobody awaits this
+                conn.set_progress_handler(call.is_cancelled, PROGRESS_STEPS)
+                try:
+                    return fn(conn)
+                finally:
+                    conn.set_progress_handler(None)
+                    if conn.in_transaction:  # an interrupted fn may have left one open
+                        conn.execute("ROLLBACK")
             finally:
                 self._return_reader(conn)
-        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
+                call.finish()
+
+        # Held until the thread has let go of its connection (below, on cancellation too):
+        # this bounds concurrent reads, so the pool never exceeds READ_THREADS. The thread
+        # itself is abandoned on cancellation (so that we hear of it at once, and can
+        # interrupt the query) but not forgotten: we wait for it to finish.
+        async with self._read_limiter:
+            try:
+                return await anyio.to_thread.run_sync(run, abandon_on_cancel=True,
+                                                      limiter=self._read_thread_limiter)
+            except anyio.get_cancelled_exc_class():
+                await call.cancel()
+                raise
+
+    @overload
+    async def fetch_all(self, sql: str, params: Bindings = (), *, as_type: None = None) -> list[tuple[Any, ...]]: ...
+    @overload
+    async def fetch_all(self, sql: str, params: Bindings = (), *, as_type: type[T]) -> list[T]: ...
+
+    async def fetch_all(self, sql: str, params: Bindings = (), *, as_type: type[Any] | None = None) -> list[Any]:
+        """Every row, as tuples, or converted to `as_type` (a msgspec Struct, dataclass or
+        `dict`) from {column name: value}."""
+        return await self.read(lambda conn: _fetch(conn.execute(sql, params), as_type))
+
+    @overload
+    async def fetch_one(self, sql: str, params: Bindings = (), *, as_type: None = None) -> tuple[Any, ...] | None: ...
+    @overload
+    async def fetch_one(self, sql: str, params: Bindings = (), *, as_type: type[T]) -> T | None: ...
+
+    async def fetch_one(self, sql: str, params: Bindings = (), *, as_type: type[Any] | None = None) -> Any:
+        """The first row (tuple, or `as_type` as in `fetch_all`), or None."""
+        def run(conn: apsw.Connection) -> Any:
+            cursor = conn.execute(sql, params)
+            try:
+                rows = _fetch(cursor, as_type, limit=1)
+            finally:
+                cursor.close(force=True)  # let go of the rest now, not when collected
+            return rows[0] if rows else None
+        return await self.read(run)
+
+    async def fetch_value(self, sql: str, params: Bindings = (), default: Any = None) -> Any:
+        """The first column of the first row, or `default` when there is no row."""
+        row = await self.fetch_one(sql, params)
+        return default if row is None else row[0]
+
+    # ---- writes --------------------------------------------------------------------------
 
     async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run `fn(conn)` in one transaction on the writer connection, in a worker thread.
+        """Run `fn(conn)` in one `BEGIN IMMEDIATE` transaction on the writer connection, in
+        a worker thread, under the commit rule (`commit_rule()`, `sidecar/commit.py`).
 
-        Not abandoned on cancellation: a write that started finishes (or rolls back)
-        before the request answers, so nothing is half-done.
-        """
+        A caller already cancelled does not start it. Once started, it is shielded from
+        cancellation: it commits if `fn` returns and rolls back if `fn` raises, before the
+        caller goes on. A commit marks the request's guard (`current_guard`), after which
+        the request can no longer be cancelled."""
+        await anyio.lowlevel.checkpoint()  # a request cancelled already must not start a write
+        async with self._write_limiter:  # queued behind another write: still cancellable
+            async with commit_rule():
+                return await self._run_write(fn)
+
+    async def _run_write(self, fn: Callable[[apsw.Connection], T]) -> T:
         def run() -> T:
-            with self.writer:
-                return fn(self.writer)
-        return await anyio.to_thread.run_sync(run, limiter=self._write_limiter)
+            with self._writer_lock:
+                return run_transaction(self._conn(), fn)
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=False, limiter=self._write_thread_limiter)
+
+    async def execute(self, sql: str, params: Bindings = ()) -> int:
+        """One statement in its own write transaction; returns the number of rows it changed."""
+        return await self.write(lambda conn: _execute(conn, sql, params))
+
+    @overload
+    async def execute_returning(self, sql: str, params: Bindings = (), *,
+                                as_type: None = None) -> list[tuple[Any, ...]]: ...
+    @overload
+    async def execute_returning(self, sql: str, params: Bindings = (), *, as_type: type[T]) -> list[T]: ...
+
+    async def execute_returning(self, sql: str, params: Bindings = (), *,
+                                as_type: type[Any] | None = None) -> list[Any]:
+        """One statement with a RETURNING clause in its own write transaction; the rows it
+        returned (tuples, or `as_type` as in `fetch_all`)."""
+        return await self.write(lambda conn: _fetch(conn.execute(sql, params), as_type))
+
+    async def execute_many(self, sql: str, rows: Iterable[Bindings]) -> int:
+        """One statement for each row of bindings, all in one write transaction; returns the
+        number of rows changed in all."""
+        return await self.write(lambda conn: sum(_execute(conn, sql, params) for params in rows))
 
     def close(self) -> None:
         with self._readers_lock:
@@ -115,6 +354,7 @@ class Database:
                 conn.close()
             self._readers.clear()
             self._idle_readers.clear()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None

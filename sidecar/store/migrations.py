@@ -1,4 +1,10 @@
-"""Numbered SQL migrations (`migrations/NNNN_name.sql`), tracked by `PRAGMA user_version`.
+"""Numbered migrations, tracked by `PRAGMA user_version`.
+
+Files are `migrations/NNNN_<capability>_<what>.sql` (SQL, the usual case) or `.py` for data
+migrations SQL cannot do: a module defining `def migrate(conn: apsw.Connection) -> None`,
+which runs inside the migration's transaction (it must not commit, roll back or open
+transactions of its own; savepoints are fine) and sees foreign keys off, as SQL files do.
+Both kinds share one numbering sequence, 0001, 0002, ... without gaps.
 
 Each migration runs in one transaction. Before any migration the database is copied with
 SQLite's online backup API; if a migration fails the copy is restored, so a failed upgrade
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +25,8 @@ import apsw
 
 log = logging.getLogger("sidecar.store")
 
-_NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+_NAME = re.compile(r"^(\d{4})_(([a-z][a-z0-9]*)_[a-z0-9_]*[a-z0-9])\.(sql|py)$")
+NAME_FORM = "NNNN_<capability>_<what>.sql or .py (lower case, digits and _)"
 KEEP_BACKUPS = 5
 
 
@@ -29,8 +37,17 @@ class MigrationError(Exception):
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
-    name: str
+    name: str  # "<capability>_<what>"
     path: Path
+
+    @property
+    def capability(self) -> str:
+        return self.name.split("_", 1)[0]
+
+    @property
+    def kind(self) -> str:
+        """"sql" or "py"."""
+        return self.path.suffix[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +67,11 @@ def default_migrations_dir() -> Path:
 
 def discover(directory: Path) -> list[Migration]:
     found: list[Migration] = []
-    for path in sorted(directory.glob("*.sql")):
+    paths = [*directory.glob("*.sql"), *directory.glob("*.py")]
+    for path in sorted(paths, key=lambda p: p.name):
         match = _NAME.match(path.name)
         if not match:
-            raise MigrationError(f"migration file name not of the form NNNN_name.sql: {path.name}")
+            raise MigrationError(f"migration file name not of the form {NAME_FORM}: {path.name}")
         found.append(Migration(int(match[1]), match[2], path))
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
@@ -109,11 +127,8 @@ def apply(conn: apsw.Connection, migrations: list[Migration], backup_dir: Path) 
     state = status(conn, migrations)
     if not state.pending:
         return []
-    # read every file first: an unreadable one must fail before anything changes
-    try:
-        scripts = [(migration, migration.path.read_text(encoding="utf-8")) for migration in state.pending]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MigrationError(f"cannot read a migration: {exc}") from exc
+    # read (and load) every file first: a broken one must fail before anything changes
+    scripts = [(migration, _load(migration)) for migration in state.pending]
     # a fresh database needs no backup file: "as it was" is empty
     saved = None if is_empty(conn) else backup(conn, backup_dir, state.current)
     applied: list[Migration] = []
@@ -122,10 +137,10 @@ def apply(conn: apsw.Connection, migrations: list[Migration], backup_dir: Path) 
     # Integrity is checked before each commit instead. (Cannot change inside a transaction.)
     conn.execute("PRAGMA foreign_keys = OFF")
     try:
-        for migration, sql in scripts:
+        for migration, step in scripts:
             try:
-                _apply_one(conn, migration, sql)
-            except (apsw.Error, _ForeignKeyViolation) as exc:
+                _apply_one(conn, migration, step)
+            except Exception as exc:  # noqa: BLE001 - SQL errors, a Python step's own, FK breaks
                 # this migration rolled back with its transaction; earlier ones of this run
                 # committed, so the whole run is undone from the copy taken before it
                 restore(conn, saved)
@@ -143,7 +158,40 @@ class _ForeignKeyViolation(Exception):
     pass
 
 
-def _apply_one(conn: apsw.Connection, migration: Migration, sql: str) -> None:
+Step = Callable[[apsw.Connection], None]
+
+
+def _load(migration: Migration) -> str | Step:
+    """A SQL file's text, or a Python file's `migrate` function."""
+    try:
+        source = migration.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MigrationError(f"cannot read a migration: {exc}") from exc
+    if migration.kind == "sql":
+        return source
+    # executed as a module of its own, not imported: nothing lands in sys.modules
+    namespace: dict[str, object] = {"__name__": f"sidecar_migration_{migration.version:04d}",
+                                    "__file__": str(migration.path)}
+    try:
+        exec(compile(source, str(migration.path), "exec"), namespace)  # noqa: S102 - our own file
+    except Exception as exc:  # noqa: BLE001 - a syntax or import error in the step
+        raise MigrationError(f"cannot load migration {migration.path.name}: {exc!r}") from exc
+    migrate = namespace.get("migrate")
+    if not callable(migrate):
+        raise MigrationError(f"migration {migration.path.name} defines no migrate(conn) function")
+    return migrate  # type: ignore[return-value]
+
+
+def _run_step(conn: apsw.Connection, migration: Migration, step: str | Step) -> None:
+    if isinstance(step, str):
+        conn.execute(step)
+        return
+    step(conn)
+    if not conn.in_transaction:
+        raise MigrationError(f"migration {migration.path.name} ended the transaction it runs in")
+
+
+def _apply_one(conn: apsw.Connection, migration: Migration, step: str | Step) -> None:
     # IMMEDIATE takes the write lock before we look: another process starting on the same
     # data dir waits here, then sees the version it reached and skips that step
     conn.execute("BEGIN IMMEDIATE")
@@ -151,7 +199,7 @@ def _apply_one(conn: apsw.Connection, migration: Migration, sql: str) -> None:
         if user_version(conn) >= migration.version:
             conn.execute("COMMIT")
             return
-        conn.execute(sql)
+        _run_step(conn, migration, step)
         broken = conn.execute("PRAGMA foreign_key_check").fetchall()
         if broken:
             table, rowid, parent, _ = broken[0]
