@@ -3,14 +3,19 @@
 Used by `sidecar call`, `sidecar shell`, `sidecar replay`, the tests and the benchmarks.
 A reader thread splits the daemon's stdout into messages (any framing), routes responses to
 their callers by id and hands notifications to a queue and an optional callback. When the
-daemon's stdout ends, every caller still waiting is woken with a ConnectionError.
+daemon's stdout ends, every caller still waiting is woken with a ConnectionError, which
+names the daemon's exit code and, when its stderr is piped (`stderr=subprocess.PIPE`), the
+last line it wrote there: a daemon that cannot start says why in that line.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import queue
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +28,22 @@ from sidecar.server.framing import FrameError, frame, read_frames
 
 #: put in every waiter when the daemon's stdout ends: no answer can come any more
 _END_OF_STREAM: dict[str, Any] = {}
+#: stderr lines kept when stderr is piped: enough for the last words of a dying daemon
+STDERR_TAIL = 20
+#: the prefix of a daemon log line (sidecar/logs.py FORMAT), dropped when relaying its message
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) \S+ \[\d+\]: ")
+#: log levels whose lines say nothing about why a daemon died
+_CHATTER = ("DEBUG", "INFO")
+
+
+def exit_text(code: int) -> str:
+    """ "exit code 2", or "killed by SIGKILL" for a process a signal ended (code -9)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class RpcError(Exception):
@@ -50,13 +71,28 @@ class DaemonClient:
     def __init__(self, argv: Sequence[str] | None = None, *, env: dict[str, str] | None = None,
                  stderr: IO[bytes] | int | None = subprocess.DEVNULL, framing: str = "ndjson",
                  on_notification: Callable[[dict[str, Any]], None] | None = None,
-                 on_message: Callable[[bytes], None] | None = None, new_session: bool = False) -> None:
+                 on_message: Callable[[bytes], None] | None = None, new_session: bool = False,
+                 on_stderr: Callable[[str], None] | None = None,
+                 on_exit: Callable[[int], None] | None = None) -> None:
+        """`stderr=subprocess.PIPE` keeps the daemon's last stderr lines (`stderr_tail`) for the
+        error raised when it dies, and hands each line to `on_stderr` (from a thread) if given.
+        `on_exit(code)` is called from the reader thread once the daemon has closed its output
+        and exited."""
         self.argv = list(argv or daemon_argv())
         self.framing = framing
         # new_session: out of the terminal's process group, so Ctrl-C at an interactive
-        # client (sidecar shell) reaches only the client, not the daemon
+        # client (sidecar shell, sidecar call) reaches only the client, not the daemon
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=stderr, env=env, start_new_session=new_session)
+        self.on_stderr = on_stderr
+        self.on_exit = on_exit
+        #: the daemon's last stderr lines (only when stderr is piped)
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._stderr_reader: threading.Thread | None = None
+        if self.proc.stderr is not None:
+            self._stderr_reader = threading.Thread(target=self._read_stderr, name="sidecar-client-stderr",
+                                                   daemon=True)
+            self._stderr_reader.start()
         self.notifications: queue.Queue[dict[str, Any]] = queue.Queue()
         #: every message that arrived without a waiting caller (batches, id-less errors, ...)
         self.unrouted: queue.Queue[Any] = queue.Queue()
@@ -93,6 +129,10 @@ class DaemonClient:
         if params is not None:
             message["params"] = params
         self.send(message)
+
+    def next_id(self) -> int:
+        """A request id this client has not used (for callers that send and wait themselves)."""
+        return next(self._ids)
 
     def call(self, method: str, params: Any = None, *, timeout: float = 30.0, id: Any = None) -> dict[str, Any]:
         """Send a request and return the whole response object."""
@@ -178,13 +218,28 @@ class DaemonClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def last_words(self) -> str:
+        """The daemon's last stderr line that may say why it stopped (not empty, not an info
+        or debug log record), without the log prefix; "" if none was kept. Once the daemon
+        has exited, waits a moment for its stderr to be read to the end."""
+        if self._stderr_reader is not None and self.proc.poll() is not None:
+            self._stderr_reader.join(timeout=1.0)
+        for line in reversed(self.stderr_tail):
+            line = line.strip()
+            match = _LOG_PREFIX.match(line)
+            if line and not (match and match[1] in _CHATTER):
+                return line[match.end():] if match else line
+        return ""
+
     def _exit_note(self) -> str:
         """The suffix " (exit code N)" if the daemon has exited, else ""; it gets a moment, as
-        its pipes close just before it is gone."""
+        its pipes close just before it is gone. With stderr piped, its last line follows."""
         try:
-            return f" (exit code {self.proc.wait(timeout=1.0)})"
+            code = self.proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             return ""
+        words = self.last_words()
+        return f" ({exit_text(code)})" + (f": {words}" if words else "")
 
     # ---- reading --------------------------------------------------------------
 
@@ -201,6 +256,22 @@ class DaemonClient:
                 waiter.put(_END_OF_STREAM)
         self.unrouted.put(None)  # end of stream marker
         self.notifications.put({"method": "$/eof"})
+        if self.on_exit is not None:
+            code = self.proc.wait()
+            if self._stderr_reader is not None:
+                self._stderr_reader.join(timeout=1.0)
+            self.on_exit(code)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.stderr_tail.append(line)
+            if self.on_stderr is not None:
+                try:
+                    self.on_stderr(line)
+                except Exception:  # noqa: BLE001 - relaying must never stop the draining
+                    pass
 
     def _route(self, payload: bytes) -> None:
         if self.on_message is not None:

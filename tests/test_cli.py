@@ -1,4 +1,4 @@
-"""The command line: call, shell, record, replay and migrate, run as a user would run them."""
+"""The command line: call, shell, describe, record, replay and migrate, run as a user would run them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 import json
 import queue
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -54,11 +55,69 @@ def test_call_error_exits_1_and_prints_the_error(data_dir: Path) -> None:
     assert json.loads(proc.stdout)["error"]["data"] == {"kind": "method_not_found", "method": "no/such"}
 
 
-def test_call_refuses_params_that_are_not_a_json_object() -> None:
+def test_call_refuses_params_that_are_not_json_or_not_structured() -> None:
     proc = sidecar("call", "system/ping", "{nope")
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
-    proc = sidecar("call", "system/ping", "[1]")
-    assert proc.returncode == 2 and "must be a JSON object" in proc.stderr
+    proc = sidecar("call", "system/ping", "3")
+    assert proc.returncode == 2 and "must be a JSON object or array" in proc.stderr
+
+
+def test_array_params_are_forwarded_by_call_and_shell_alike(data_dir: Path) -> None:
+    """One rule: an array goes to the daemon, which answers -32602 with the path."""
+    proc = sidecar("call", "system/stream", "[1]", "--daemon", *serve_argv(data_dir))
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["code"] == -32602 and error["data"]["path"] == "$.params"
+    proc = sidecar("shell", "--daemon", *serve_argv(data_dir), stdin="system/stream [1]\nsystem/ping 3\n")
+    assert proc.returncode == 0, proc.stderr
+    assert '"code": -32602' in proc.stdout and '"path": "$.params"' in proc.stdout
+    assert "params must be a JSON object or array" in proc.stdout  # the scalar, refused as by call
+
+
+def test_call_is_quiet_by_default_and_verbose_on_request(data_dir: Path) -> None:
+    """The daemon logs INFO lines on every start; call shows them only when asked."""
+    proc = sidecar("call", "system/ping", "--data-dir", str(data_dir))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    for flags in (["-v"], ["--log-level", "info"]):
+        proc = sidecar("call", "system/ping", "--data-dir", str(data_dir), *flags)
+        assert proc.returncode == 0
+        assert re.search(r"^\S+ \S+ INFO sidecar\S* \[\d+\]: ", proc.stderr, re.MULTILINE), proc.stderr
+    proc = sidecar("call", "system/ping", "--data-dir", str(data_dir), "-vv")
+    assert " DEBUG " in proc.stderr or " INFO " in proc.stderr  # debug asks the daemon for more
+
+
+def test_ctrl_c_during_call_cancels_and_exits_130_quietly(data_dir: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "call", "system/stream",
+                             '{"count": 5, "intervalMs": 60000}', "--notifications",
+                             "--daemon", *serve_argv(data_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # no chunk comes for 60 s, and call hides the daemon's start-up log: wait for the
+        # daemon process, then give it time to start and take the request
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _daemon_child_running(proc.pid):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        # the 60 s request was cancelled, not waited for
+        assert time.monotonic() - interrupted < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert out == ""
+
+
+def _daemon_child_running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return any("serve" in child.cmdline() for child in psutil.Process(pid).children())
+    except psutil.Error:
+        return False
 
 
 def test_call_reports_a_daemon_that_exits_at_start() -> None:
@@ -268,3 +327,203 @@ def test_migrate_status_after_the_daemon_ran(data_dir: Path) -> None:
     assert sidecar("call", "system/ping", "--daemon", *serve_argv(data_dir)).returncode == 0
     proc = sidecar("migrate", "--status", "--data-dir", str(data_dir))
     assert proc.returncode == 0 and "pending: none" in proc.stdout
+
+
+# ---- errors a person sees: one line, no traceback ---------------------------------------
+
+def test_serve_with_an_unusable_data_dir_says_so_in_one_line(tmp_path: Path) -> None:
+    proc = sidecar("serve", "--data-dir", "/proc/nope", stdin="")
+    assert proc.returncode == 2
+    assert proc.stderr == ("sidecar: cannot use the data directory /proc/nope: "
+                           "[Errno 2] No such file or directory\n")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    proc = sidecar("serve", "--data-dir", str(a_file), stdin="")
+    assert proc.returncode == 2
+    assert proc.stderr == f"sidecar: cannot use the data directory {a_file}: [Errno 20] Not a directory\n"
+
+
+def test_shell_and_call_relay_why_the_daemon_did_not_start() -> None:
+    reason = "sidecar: cannot use the data directory /proc/nope: [Errno 2] No such file or directory"
+    for command in ("shell", "call"):
+        args = [command, "--data-dir", "/proc/nope"] + (["system/ping"] if command == "call" else [])
+        proc = sidecar(*args, stdin="system/ping\n")
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].endswith(f"(exit code 2): {reason}"), proc.stderr
+
+
+def test_record_a_daemon_that_does_not_exist(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    proc = sidecar("record", "--out", str(out), "--", str(tmp_path / "no-such-daemon"), stdin="")
+    assert proc.returncode == 2
+    assert re.fullmatch(r"sidecar record: cannot start the daemon '.*no-such-daemon': .*\n", proc.stderr), proc.stderr
+    assert not out.exists()
+
+
+def test_record_a_transcript_that_cannot_be_written(tmp_path: Path, data_dir: Path) -> None:
+    proc = sidecar("record", "--out", "/proc/z.jsonl", "--", *serve_argv(data_dir), stdin="")
+    assert proc.returncode == 2
+    assert proc.stderr == ("sidecar record: cannot write the transcript '/proc/z.jsonl': "
+                           "[Errno 2] No such file or directory\n")
+    missing = tmp_path / "no-such-dir"
+    proc = sidecar("record", "--out", str(missing / "z.jsonl"), "--", *serve_argv(data_dir), stdin="")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("sidecar record: cannot write the transcript ")
+    assert not missing.exists()  # no directory made that was not asked for
+
+
+def test_record_does_not_truncate_a_transcript_when_the_daemon_is_missing(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    out.write_text("precious\n")
+    proc = sidecar("record", "--out", str(out), "--", str(tmp_path / "nope"), stdin="")
+    assert proc.returncode == 2 and out.read_text() == "precious\n"
+
+
+def test_shell_notices_the_daemon_exit_at_once(data_dir: Path) -> None:
+    """After shutdown and exit the shell says so without waiting for another line, and ends 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "shell", "--daemon", *serve_argv(data_dir)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write("shutdown\nexit\n")
+        proc.stdin.flush()  # stdin stays open: nothing more comes, no end of input either
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen.append(line)
+            if "exited" in line or not line:
+                break
+        assert seen[-1] == "sidecar shell: the daemon exited cleanly (code 0)\n", seen
+        assert proc.wait(timeout=30) == 0  # and it ends on its own
+        assert proc.stdout is not None and proc.stdout.read() == "null\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_shell_notices_a_daemon_that_dies_while_it_waits_for_a_line(data_dir: Path) -> None:
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "shell", "--daemon", *serve_argv(data_dir)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write("system/ping\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "{\n"  # the session is up; stdin stays open
+        [daemon] = psutil.Process(proc.pid).children()
+        daemon.kill()
+        killed = time.monotonic()
+        assert proc.wait(timeout=30) == 1  # without another line or end of input
+        assert time.monotonic() - killed < 10
+        lines = proc.stderr.read().splitlines()
+        assert lines[-1] == "sidecar shell: the daemon exited (killed by SIGKILL)", lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_shell_reports_an_exit_without_shutdown_with_its_code(data_dir: Path) -> None:
+    proc = sidecar("shell", "--daemon", *serve_argv(data_dir), stdin="exit\nsystem/ping\n")
+    assert proc.returncode == 1
+    assert re.search(r"^sidecar shell: the daemon exited \(code 1\)", proc.stderr, re.MULTILINE), proc.stderr
+    assert "Errno 32" not in proc.stderr and '"pong"' not in proc.stdout
+
+
+# ---- describe -----------------------------------------------------------------------
+
+def test_describe_prints_params_with_defaults_and_descriptions() -> None:
+    proc = sidecar("describe", "system/stream")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^  intervalMs: number 0\.\.3600000, optional, default 0\.0 — Milliseconds to wait",
+                     proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(r"^  chunkBytes: integer 0\.\.1048576, optional, default 16 — ", proc.stdout, re.MULTILINE)
+    assert "result: StreamResult" in proc.stdout and "streams system/streamChunk" in proc.stdout
+    document = json.loads(sidecar("describe", "system/stream", "--json").stdout)
+    assert {f["name"]: f["default"] for f in document["params"]} == {"count": 10, "chunkBytes": 16,
+                                                                       "intervalMs": 0.0}
+
+
+def test_describe_matches_the_generated_schema() -> None:
+    """describe and protocol/schema/openrpc.json read the same Structs: they agree."""
+    from protocol.describe import describe
+
+    openrpc = json.loads((Path(__file__).parents[1] / "protocol/schema/openrpc.json").read_text())
+    for method in openrpc["methods"]:
+        described = describe(method["name"])
+        assert [p["name"] for p in method["params"]] == [f.name for f in described.params], method["name"]
+        for param, field in zip(method["params"], described.params):
+            assert param["required"] == field.required
+            if "default" in param["schema"]:
+                assert param["schema"]["default"] == field.default
+            assert param["schema"].get("description") == field.description
+
+
+def test_describe_an_unknown_method_suggests_close_ones() -> None:
+    proc = sidecar("describe", "system/pnig")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("sidecar describe: no method 'system/pnig'; did you mean system/ping")
+    proc = sidecar("describe")
+    assert proc.returncode == 0 and re.search(r"^system/stream +Stream test chunks", proc.stdout, re.MULTILINE)
+
+
+def test_system_describe_method(data_dir: Path) -> None:
+    proc = sidecar("call", "system/describe", '{"method": "system/stream"}', "--daemon", *serve_argv(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [f["name"] for f in result["params"]] == ["count", "chunkBytes", "intervalMs"]
+    assert result["resultType"] == "StreamResult"
+    proc = sidecar("call", "system/describe", '{"method": "system/pnig"}', "--daemon", *serve_argv(data_dir))
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["error"]
+    assert error["data"]["kind"] == "not_found" and "system/ping" in error["message"]
+
+
+def test_shell_describe_and_param_completion(monkeypatch: Any, data_dir: Path) -> None:
+    from sidecar.cli import shell as shell_module
+
+    proc = sidecar("shell", "--daemon", *serve_argv(data_dir), stdin=":describe system/stream\n:describe x/y\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "  intervalMs: number" in proc.stdout and "no method 'x/y'" in proc.stdout
+
+    shell = shell_module.Shell(sys.stdout, interactive=False, timeout=1)
+    shell.methods = ["system/ping", "system/stream"]
+
+    def completions(buffer: str) -> list[str]:
+        monkeypatch.setattr(shell_module, "_line_buffer", lambda: buffer)
+        text = buffer.split(" ")[-1]
+        found, state = [], 0
+        while (option := shell.complete(text, state)) is not None:
+            found.append(option)
+            state += 1
+        return found
+
+    assert completions('system/stream {"co') == ['{"count": ']
+    assert completions('system/stream {"count":3,"') == ['{"count":3,"count": ', '{"count":3,"chunkBytes": ',
+                                                         '{"count":3,"intervalMs": ']
+    assert completions("system/stream ") == ['{"count": ', '{"chunkBytes": ', '{"intervalMs": ']
+    assert completions(":describe system/st") == ["system/stream"]
+    assert completions("no/such {") == []
+
+
+# ---- help ---------------------------------------------------------------------------
+
+def test_every_option_has_help_and_shows_its_default() -> None:
+    import argparse
+
+    from sidecar.cli.main import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"{name} {action.dest} has no help"
+            if action.default not in (None, False, 0) or isinstance(action.default, float):
+                assert "default" in action.help, f"{name} {action.dest}: help does not show its default"
+    for command in ("call", "shell", "replay"):
+        assert re.search(r"--timeout TIMEOUT\s+seconds .*\(default \d+", sidecar(command, "--help").stdout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import subprocess
 import sys
 
 import pytest
@@ -55,6 +57,64 @@ def test_a_daemon_that_exits_at_start_fails_promptly() -> None:
     client = DaemonClient(fake_daemon("import sys; sys.exit(3)"))
     try:
         with pytest.raises(ConnectionError, match="exit code 3"):
+            client.initialize()
+    finally:
+        client.close()
+
+
+def test_a_daemon_that_dies_says_why_in_the_error() -> None:
+    """With stderr piped, the error names the exit code and the daemon's last stderr line."""
+    code = "import sys; print('starting', file=sys.stderr); print('cannot use /x: no such', file=sys.stderr); sys.exit(2)"
+    client = DaemonClient(fake_daemon(code), stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(ConnectionError, match=r"\(exit code 2\): cannot use /x: no such$"):
+            client.initialize()
+        assert list(client.stderr_tail) == ["starting", "cannot use /x: no such"]
+    finally:
+        client.close()
+
+
+def test_the_log_prefix_is_dropped_from_the_last_words() -> None:
+    line = "2026-01-02 03:04:05,678 ERROR sidecar [123]: cannot start: the database is locked"
+    client = DaemonClient(fake_daemon(f"import sys; print({line!r}, file=sys.stderr); sys.exit(2)"),
+                          stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(ConnectionError, match=r"\(exit code 2\): cannot start: the database is locked$"):
+            client.initialize()
+    finally:
+        client.close()
+
+
+def test_stderr_lines_reach_the_callback_and_on_exit_gets_the_code() -> None:
+    lines: list[str] = []
+    codes: queue.Queue[int] = queue.Queue()
+    client = DaemonClient(fake_daemon("import sys; print('a', file=sys.stderr); print('b', file=sys.stderr); "
+                                      "sys.stdin.readline(); sys.exit(4)"),
+                          stderr=subprocess.PIPE, on_stderr=lines.append, on_exit=codes.put)
+    try:
+        client.send({"jsonrpc": "2.0", "method": "exit"})
+        assert codes.get(timeout=TIMEOUT) == 4
+        assert lines == ["a", "b"]  # all read before on_exit is called
+    finally:
+        client.close()
+
+
+def test_without_a_pipe_the_error_still_names_the_exit_code() -> None:
+    client = DaemonClient(fake_daemon("import sys; print('hidden', file=sys.stderr); sys.exit(3)"))
+    try:
+        with pytest.raises(ConnectionError, match=r"\(exit code 3\)$"):
+            client.initialize()
+    finally:
+        client.close()
+
+
+def test_info_lines_are_not_last_words_and_a_signal_is_named() -> None:
+    info = "2026-01-02 03:04:05,678 INFO sidecar.server [123]: initialized by me"
+    client = DaemonClient(fake_daemon(f"import os, signal, sys; print('real reason', file=sys.stderr); "
+                                      f"print({info!r}, file=sys.stderr, flush=True); "
+                                      f"os.kill(os.getpid(), signal.SIGKILL)"), stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(ConnectionError, match=r"\(killed by SIGKILL\): real reason$"):
             client.initialize()
     finally:
         client.close()

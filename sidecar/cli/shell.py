@@ -1,10 +1,13 @@
 """`sidecar shell`: an interactive session with a spawned daemon.
 
-Lines are `METHOD [JSON params]`, or a command: `:help`, `:methods`, `:notify METHOD [JSON]`,
-`:quit`. Results print as indented JSON; notifications print as they arrive, from the
-client's reader thread, as `<- METHOD {params}`. Ctrl-C while waiting cancels the request
-with `$/cancelRequest`; end of input (Ctrl-D) or `:quit` shuts the daemon down. It reads a
-pipe as well as a terminal (no prompt then), so scripts and tests can drive it.
+Lines are `METHOD [JSON params]`, or a command: `:help`, `:methods`, `:describe METHOD`,
+`:notify METHOD [JSON]`, `:quit`. Results print as indented JSON; notifications print as they
+arrive, from the client's reader thread, as `<- METHOD {params}`. A client notification
+typed as a method (`exit`, `initialized`, `$/cancelRequest {"id": 3}`) is sent as one. Ctrl-C
+while waiting cancels the request with `$/cancelRequest`; end of input (Ctrl-D) or `:quit`
+shuts the daemon down. When the daemon exits (after `shutdown` and `exit`, or on its own)
+the shell says so at once, with its exit code, and ends. It reads a pipe as well as a
+terminal (no prompt then), so scripts and tests can drive it.
 """
 
 from __future__ import annotations
@@ -12,22 +15,32 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 from typing import IO, Any
 
+from protocol import catalog, describe
 from sidecar.cli.call import daemon_command
-from sidecar.client import DaemonClient, request_message
+from sidecar.cli.common import ParamsError, parse_params
+from sidecar.client import DaemonClient, exit_text, request_message
 
 PROMPT = "sidecar> "
 #: seconds to wait for a cancelled request's answer
 CANCEL_WAIT = 10.0
-COMMANDS = (":help", ":methods", ":notify", ":quit")
+#: seconds to wait for the daemon to go after an `exit` notification
+EXIT_WAIT = 5.0
+COMMANDS = (":help", ":methods", ":describe", ":notify", ":quit")
+#: notifications a client sends: typed as a method, they go out as notifications
+CLIENT_NOTIFICATIONS = frozenset(n.name for n in catalog.NOTIFICATIONS if n.direction == "client")
 HELP = """\
-  METHOD [JSON]          call a method, e.g.  system/stream {"count": 3}
+  METHOD [JSON]          call a method, e.g.  system/stream {"count": 3, "intervalMs": 500}
+  :describe METHOD       its params (types, defaults) and result; Tab completes param names
   :notify METHOD [JSON]  send a notification, e.g.  :notify $/cancelRequest {"id": 3}
+                         (exit, initialized and $/cancelRequest go as notifications anyway)
   :methods               list the methods and notifications the daemon offers
   :help                  this text
   :quit                  shut the daemon down and leave (so does end of input)
@@ -45,6 +58,11 @@ class Shell:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one writer at a time: the prompt loop or the reader thread
         self._at_prompt = False
+        #: set (from the client's reader thread) once the daemon has exited; its code
+        self.exited = threading.Event()
+        self.exit_code: int | None = None
+        #: the session is up: before it, a failed start is reported once, by run()
+        self.started = False
 
     # ---- output ---------------------------------------------------------------
 
@@ -64,6 +82,27 @@ class Shell:
             self.out.write(f"\r\x1b[K{text}\n{PROMPT}{_line_buffer()}")
             self.out.flush()
 
+    def on_exit(self, code: int) -> None:
+        """The daemon is gone: say so now, not at the next command."""
+        self.exit_code = code
+        if not self.started:
+            self.exited.set()
+            return
+        if code == 0:
+            text = "sidecar shell: the daemon exited cleanly (code 0)"
+        else:
+            words = self.client.last_words() if self.client is not None else ""
+            how = f"code {code}" if code >= 0 else exit_text(code)
+            text = f"sidecar shell: the daemon exited ({how})" + (f": {words}" if words else "")
+        at_prompt = self._at_prompt
+        with self._lock:
+            sys.stderr.write(("\r\x1b[K" if at_prompt and self.interactive else "") + text + "\n")
+            sys.stderr.flush()
+        self.exited.set()
+        if at_prompt and os.name == "posix":
+            # wake the loop from its wait for a line: it sees the exit and ends
+            os.kill(os.getpid(), signal.SIGINT)
+
     # ---- commands -------------------------------------------------------------
 
     def execute(self, line: str) -> bool:
@@ -79,6 +118,8 @@ class Shell:
         elif word == ":methods":
             self.emit("methods:\n" + "\n".join(f"  {m}" for m in self.methods)
                       + "\nnotifications:\n" + "\n".join(f"  {n}" for n in self.notifications))
+        elif word == ":describe":
+            self.describe(rest.strip())
         elif word == ":notify":
             method, _, text = rest.strip().partition(" ")
             params = self._params(text)
@@ -88,11 +129,24 @@ class Shell:
                 self.emit("usage: :notify METHOD [JSON]")
         elif word.startswith(":"):
             self.emit(f"unknown command {word}; :help lists them")
+        elif word in CLIENT_NOTIFICATIONS:
+            params = self._params(rest)
+            if params is not _INVALID:
+                self._client().notify(word, params)
         else:
             params = self._params(rest)
             if params is not _INVALID:
                 self.request(word, params)
         return True
+
+    def describe(self, method: str) -> None:
+        if not method:
+            self.emit("usage: :describe METHOD")
+            return
+        try:
+            self.emit(describe.render(describe.describe(method)))
+        except describe.UnknownMethod as exc:
+            self.emit(str(exc))
 
     def request(self, method: str, params: Any) -> None:
         client = self._client()
@@ -133,17 +187,11 @@ class Shell:
                 self.emit(f"cancelling request {request_id}")
 
     def _params(self, text: str) -> Any:
-        if not text.strip():
-            return None
         try:
-            params = json.loads(text)
-        except json.JSONDecodeError as exc:
-            self.emit(f"params are not valid JSON: {exc}")
+            return parse_params(text)  # the same rule as `sidecar call`
+        except ParamsError as exc:
+            self.emit(str(exc))
             return _INVALID
-        if not isinstance(params, (dict, list)):
-            self.emit("params must be a JSON object or array")
-            return _INVALID
-        return params
 
     def _client(self) -> DaemonClient:
         assert self.client is not None
@@ -154,13 +202,27 @@ class Shell:
     def complete(self, text: str, state: int) -> str | None:
         buffer = _line_buffer().lstrip()
         if buffer.startswith(":notify "):
-            names = self.notifications
+            options = [n for n in self.notifications if n.startswith(text)]
+        elif buffer.startswith(":describe "):
+            options = [n for n in self.methods if n.startswith(text)]
         elif " " in buffer:
-            return None  # params: nothing to complete
+            method, _, params = buffer.partition(" ")
+            options = _param_options(method, params, text)
         else:
-            names = [*self.methods, *COMMANDS]
-        options = [n for n in names if n.startswith(text)]
+            options = [n for n in [*self.methods, *COMMANDS] if n.startswith(text)]
         return options[state] if state < len(options) else None
+
+
+def _param_options(method: str, params: str, text: str) -> list[str]:
+    """Completions of a param name in the JSON being typed: `{"co` -> `{"count": `."""
+    cut = max(text.rfind("{"), text.rfind(","))
+    prefix, fragment = text[:cut + 1], text[cut + 1:]
+    if not fragment.startswith('"') and fragment:
+        return []
+    fragment = fragment.lstrip('"')
+    if cut < 0 and "{" not in params:
+        prefix = "{"  # nothing typed yet: open the object too
+    return [f'{prefix}"{name}": ' for name in describe.param_names(method) if name.startswith(fragment)]
 
 
 class _Invalid:
@@ -194,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
     shell = Shell(sys.stdout, interactive, args.timeout)
     argv = daemon_command(args)
     try:
-        client = DaemonClient(argv, stderr=subprocess.DEVNULL, on_notification=shell.on_notification,
-                              new_session=interactive)
+        # stderr piped, not shown: its last line says why, should the daemon die
+        client = DaemonClient(argv, stderr=subprocess.PIPE, on_notification=shell.on_notification,
+                              on_exit=shell.on_exit, new_session=interactive)
     except OSError as exc:  # no such program, not executable, ...
         print(f"sidecar shell: cannot start the daemon {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -206,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sidecar shell: the daemon did not initialize: {exc}", file=sys.stderr)
         client.close()
         return 1
+    shell.started = True
     shell.methods = list(info.get("methods", []))
     shell.notifications = list(info.get("notifications", []))
     server = info.get("serverInfo", {})
@@ -218,30 +282,33 @@ def run(args: argparse.Namespace) -> int:
     try:
         while True:
             if client.proc.poll() is not None:
-                print(f"sidecar shell: the daemon exited (code {client.proc.returncode})", file=sys.stderr)
-                return 1
+                shell.exited.wait(2.0)  # its reader thread says so, once
+                return 0 if client.proc.returncode == 0 else 1
             try:
-                if interactive:
-                    shell._at_prompt = True
-                    try:
-                        line = input(PROMPT)
-                    finally:
-                        shell._at_prompt = False
-                else:
-                    line = sys.stdin.readline()
-                    if not line:
-                        break
+                shell._at_prompt = True  # a daemon exit now interrupts the wait for a line
+                try:
+                    line = input(PROMPT) if interactive else sys.stdin.readline()
+                finally:
+                    shell._at_prompt = False
+                if not line and not interactive:
+                    break
             except EOFError:
                 break
             except KeyboardInterrupt:
-                shell.emit("")  # a fresh prompt, as shells do
+                if not shell.exited.is_set():
+                    shell.emit("")  # a fresh prompt, as shells do
                 continue
             try:
                 if not shell.execute(line):
                     break
             except OSError as exc:  # the pipe to the daemon broke
+                if shell.exited.wait(2.0):
+                    return 0 if shell.exit_code == 0 else 1  # and it has said so
                 print(f"sidecar shell: lost the daemon: {exc}", file=sys.stderr)
                 return 1
+            words = line.split()
+            if words[:1] == ["exit"] or words[:2] == [":notify", "exit"]:
+                shell.exited.wait(EXIT_WAIT)  # it is going: say so before reading more
     finally:
         if client.proc.poll() is None:
             try:
