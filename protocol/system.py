@@ -57,6 +57,10 @@ class MetricsResult(msgspec.Struct, omit_defaults=True):
     errors: int
     methods: list[MethodMetrics]
     prometheus: str | None = None
+    #: log records dropped per destination because it could not keep up (stderr unread, ...)
+    logRecordsDropped: dict[str, int] = {}
+    #: requests answered resource_exhausted ("busy") because a bound was reached
+    busyRefusals: int = 0
 
 
 class Versions(msgspec.Struct):

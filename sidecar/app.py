@@ -17,9 +17,14 @@ import apsw
 
 from sidecar import logs
 from sidecar.capability import Capability, Platform
+from sidecar.children import CHILDREN
 from sidecar.config import DaemonConfig
+from sidecar.agents.capability import AgentsCapability
 from sidecar.debug.capability import DebugCapability
+from sidecar.llm.capability import ChatCapability
 from sidecar.notifier import Notifier
+from sidecar.plugins.capability import PluginsCapability
+from sidecar.projects.capability import ProjectsCapability
 from sidecar.secrets.capability import SecretsCapability
 from sidecar.server.lifeline import (
     ParentWatch,
@@ -48,6 +53,10 @@ CAPABILITIES: tuple[type[Capability], ...] = (
     SettingsCapability,
     SecretsCapability,
     DebugCapability,
+    AgentsCapability,
+    ProjectsCapability,
+    PluginsCapability,
+    ChatCapability,
 )
 
 
@@ -133,10 +142,12 @@ async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: 
                 if config.watch_parent:
                     await tg.start(ParentWatch(parent_pid).watch, session.stop)
                 async with AsyncExitStack() as lifespans:
+                    lifespans.push_async_callback(platform.http.aclose)  # after every lifespan
                     for capability in capabilities:
                         await lifespans.enter_async_context(capability.lifespan())
                     log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
                     code = await session.serve()
+                    await CHILDREN.terminate_all()
                     # children go while our signal handlers still stand: once the task group
                     # ends, a SIGTERM would kill us with its default action and orphan them
                     await anyio.to_thread.run_sync(terminate_descendants)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sidecar.config import DaemonConfig
+from sidecar.http import SharedHttp
 from sidecar.notifier import Notifier
 from sidecar.settings.registry import SettingDef
 from sidecar.store.database import Database
@@ -43,6 +44,8 @@ class Platform:
     notifier: Notifier
     #: every capability's tools, for the chat tool loop and workflow steps
     tools: ToolRegistry = field(default_factory=ToolRegistry)
+    #: the shared HTTP client, made on first use (`await platform.http.client()`)
+    http: SharedHttp = field(default_factory=SharedHttp)
     _services: dict[type, Any] = field(default_factory=dict)
 
     def provide(self, service: object, as_type: type | None = None) -> None:

@@ -113,7 +113,7 @@ async def in_process(data_dir: Path, *, debug_methods: bool = True, initialize: 
                      extra: tuple[type[Capability], ...] = ()) -> AsyncIterator[InProcessDaemon]:
     """A daemon on `data_dir`, served by a task of the caller's event loop."""
     config = DaemonConfig(data_dir=data_dir, watch_parent=False, secrets_backend="file",
-                          debug_methods=debug_methods, log_level="warning")
+                          debug_methods=debug_methods)
     data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(config.database_path, config.migrations_dir)
     db.open()
@@ -131,6 +131,7 @@ async def in_process(data_dir: Path, *, debug_methods: bool = True, initialize: 
         daemon = InProcessDaemon(session, reader, platform)
         holder.append(daemon)
         async with AsyncExitStack() as lifespans:
+            lifespans.push_async_callback(platform.http.aclose)
             for capability in capabilities:
                 await lifespans.enter_async_context(capability.lifespan())
             async with anyio.create_task_group() as tg:

@@ -90,6 +90,8 @@ def test_a_full_queue_answers_busy_and_control_messages_are_still_read(spawn: Ca
     assert busy[0]["error"]["data"]["limit"] == 4096 and busy[0]["error"]["data"]["reason"] == "busy"
     daemon.send_bytes(note("$/cancelRequest", {"id": "b0"}), raw=True)
     assert answers.wait_for("b0")["error"]["code"] == -32800
+    daemon.send_bytes(req("m", "system/metrics"), raw=True)  # inline: answers while the queue is full
+    assert answers.wait_for("m")["result"]["busyRefusals"] >= 68
     daemon.send_bytes(note("exit"), raw=True)
     assert daemon.proc.wait(timeout=TIMEOUT) == 1
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 import anyio
 import msgspec
 import pytest
@@ -263,3 +264,17 @@ def test_debug_methods_are_a_capability_only_with_the_flag(tmp_path: Path) -> No
     assert DebugCapability in CAPABILITIES
     assert not DebugCapability.wanted(DaemonConfig(data_dir=tmp_path))
     assert DebugCapability.wanted(DaemonConfig(data_dir=tmp_path, debug_methods=True))
+
+
+async def test_the_shared_http_client_is_made_on_first_use_and_closed(tmp_path: Path, http_fixture: Any) -> None:
+    from tests.support.http_fixture import Response
+
+    http_fixture.route("GET", "/hello", Response.json({"hi": 1}))
+    async with in_process(tmp_path / "d") as daemon:
+        shared = daemon.platform.http
+        assert not shared.started
+        client = await shared.client()
+        assert await shared.client() is client
+        reply = await client.get(f"{http_fixture.url}/hello")
+        assert reply.json() == {"hi": 1}
+    assert client.is_closed

@@ -407,7 +407,9 @@ class Session:
 
     def _decode_params(self, route: Route, raw: msgspec.Raw) -> tuple[Any, ErrorObject | None]:
         data = bytes(raw) if len(raw) else _NO_PARAMS
-        first = data.lstrip()[:1]
+        first = data[:1]
+        if first in b" \t\r\n":  # msgspec's Raw keeps no outer whitespace; be safe anyway
+            first = data.lstrip()[:1]
         if first == b"[":
             if route.is_notification and data.strip(b" \t\r\n[]") == b"":
                 data = _NO_PARAMS  # `exit` with `"params": []` means no params

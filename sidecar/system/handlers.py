@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from protocol import system as p
+from sidecar import logs
 from protocol.common import Empty
 from sidecar.server.context import RequestContext
 from sidecar.server.router import Router
@@ -40,7 +41,8 @@ def register(router: Router, service: SystemService, metrics: Metrics) -> None:
                 p99Ms=min(s.quantile(0.99), _INF_WIRE), buckets=buckets))
         return p.MetricsResult(
             uptimeSeconds=service.uptime(), requests=requests, errors=errors, methods=methods,
-            prometheus=metrics.prometheus() if params.prometheus else None)
+            prometheus=metrics.prometheus() if params.prometheus else None,
+            logRecordsDropped=logs.dropped(), busyRefusals=ctx.session.refused_busy)
 
     @router.method(p.INFO)
     def info(ctx: RequestContext, params: Empty) -> p.InfoResult:

@@ -105,7 +105,11 @@ def is_path(v: Any) -> bool:
 
 
 def _superset(expected: Any, got: Any) -> str | None:
-    """Every expected element is there; more may have been added since the recording."""
+    """Every expected element (or, for an object, every expected key with its value) is
+    there; more may have been added since the recording."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        absent = {k: v for k, v in expected.items() if k not in got or got[k] != v}
+        return f"missing or changed member(s) {short(absent)}" if absent else None
     if not isinstance(got, list) or not isinstance(expected, list):
         return "expected an array"
     absent = [e for e in expected if e not in got]
