@@ -1,0 +1,144 @@
+"""Projects/conversations figures on a real database file.
+
+    .venv/bin/python bench/projects_bench.py [--messages 100000]
+
+Prints: inserting 10,000 messages one call at a time through ProjectsService (each its own
+transaction, as chat writes them), `projects/get` and `conversations/get` of a project with
+1,000 messages, and `conversations/search` p50/p99 over a generated corpus of English and
+Korean messages. Targets (issue 6): get with 1,000 messages < 5 ms, search over 100,000
+messages p50 < 10 ms, insert 10,000 messages < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protocol.projects import TextPart  # noqa: E402
+from sidecar.projects import store  # noqa: E402
+from sidecar.projects.service import ProjectsService, new_id  # noqa: E402
+from sidecar.store.database import Database  # noqa: E402
+
+EN = ("database migration index query latency deploy rollback kubernetes cluster memory leak review "
+      "pull request schema table column backup restore invoice customer report chart budget meeting "
+      "agenda release feature flag cache eviction timeout retry queue worker python rust typescript "
+      "translation summary contract clause onboarding checklist incident postmortem alert dashboard").split()
+KO = ("데이터베이스를 이전하기 회의를 일정을 보고서를 번역해 주세요 고객 계약서 검토 배포 롤백 "
+      "캐시 장애 회고 대시보드 예산 발표 자료 요약 문서 작성 테스트 코드 리뷰 성능 개선 쿼리가 느려요").split()
+QUERIES_EN = ["database migration", "memory leak", "rollback", "invoice customer", "feature flag", "postmortem",
+              "kubernetes cluster", "cache eviction", "retry queue", "onboarding"]
+QUERIES_KO = ["데이터베이스", "회의", "번역", "계약서 검토", "베이스", "장애 회고", "성능 개선", "쿼리가"]
+
+
+def sentence(rng: random.Random) -> str:
+    words = KO if rng.random() < 0.3 else EN
+    return " ".join(rng.choice(words) for _ in range(rng.randint(8, 30)))
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(total: int) -> None:
+    rng = random.Random(6)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(Path(tmp) / "bench.db")
+        db.open()
+        service = ProjectsService(db)
+        # 1. 10,000 appends, one transaction each
+        project = await service.create_project("insert bench")
+        conv = await service.create_conversation(project.id, "general-assistant", "inserts")
+        texts = [sentence(rng) for _ in range(10_000)]
+        started = time.perf_counter()
+        for text in texts:
+            await service.append_message(conv.id, "user", [TextPart(text)])
+        insert_s = time.perf_counter() - started
+        conv2 = await service.create_conversation(project.id, "general-assistant", "batch")
+        started = time.perf_counter()
+        await service.append_messages(conv2.id, [("user", [TextPart(text)]) for text in texts])
+        batch_s = time.perf_counter() - started
+        # 2. a project with 1,000 messages (in 10 conversations) and 20 files
+        big = await service.create_project("get bench", "a project with a thousand messages")
+        for c in range(10):
+            conv_id = (await service.create_conversation(big.id, "", f"chat {c}")).id
+            for _ in range(100):
+                await service.append_message(conv_id, "user", [TextPart(sentence(rng))])
+        for f in range(20):
+            await service.put_file(big.id, f"src/file{f}.py", "print('hello')\n" * 50)
+        one_conv = (await service.create_conversation(big.id, "", "long")).id
+        # (a conversation of its own with 1,000 messages, for conversations/get)
+        rows = [(new_id("m"), sentence(rng)) for _ in range(1000)]
+
+        def fill(conn, conversation_id=one_conv, rows=rows):  # type: ignore[no-untyped-def]
+            for mid, text in rows:
+                store.insert_message(conn, mid, conversation_id, "user", "[]", text, "", 0, 0, "complete")
+        await db.write(fill)
+        get_ms, conv_ms = [], []
+        for _ in range(200):
+            started = time.perf_counter()
+            await service.get_project(big.id)
+            get_ms.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await service.get_conversation(one_conv)
+            conv_ms.append((time.perf_counter() - started) * 1000)
+        # 3. the search corpus: fill up to `total` messages in bulk (1,000 conversations)
+        remaining = total - 20_000 - 2_000
+        per_conv = max(1, remaining // 1000)
+        started = time.perf_counter()
+        for batch in range(0, 1000, 100):
+            conv_rows = []
+            for _ in range(100):
+                cid = new_id("c")
+                conv_rows.append((cid, [(new_id("m"), sentence(rng)) for _ in range(per_conv)]))
+
+            def bulk(conn, conv_rows=conv_rows):  # type: ignore[no-untyped-def]
+                for cid, msgs in conv_rows:
+                    conn.execute("INSERT INTO conversations (id, title) VALUES (?, 'generated')", (cid,))
+                    conn.executemany(
+                        "INSERT INTO messages (id, conversation_id, position, role, text) VALUES (?, ?, ?, 'user', ?)",
+                        [(mid, cid, i, text) for i, (mid, text) in enumerate(msgs)])
+            await db.write(bulk)
+        fill_s = time.perf_counter() - started
+        count = await db.read(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0])
+        search_en, search_ko = [], []
+        for i in range(300):
+            for queries, out in ((QUERIES_EN, search_en), (QUERIES_KO, search_ko)):
+                q = queries[i % len(queries)]
+                started = time.perf_counter()
+                page = await service.search_messages(q, limit=20)
+                out.append((time.perf_counter() - started) * 1000)
+                assert page.items, q
+        db.close()
+    print(f"insert 10,000 messages, one call each   {insert_s:.2f} s   ({insert_s / 10:.3f} ms each)   "
+          f"(target < 2 s)")
+    print(f"insert 10,000 messages, one transaction {batch_s:.2f} s")
+    print(f"projects/get, 1,000 messages + 20 files  p50 {pct(get_ms, .5):.2f} ms   p99 {pct(get_ms, .99):.2f} ms"
+          f"   (target < 5 ms)")
+    print(f"conversations/get, 1,000 messages        p50 {pct(conv_ms, .5):.2f} ms   p99 {pct(conv_ms, .99):.2f} ms")
+    print(f"corpus: {count} messages (bulk fill {fill_s:.1f} s)")
+    print(f"conversations/search English             p50 {pct(search_en, .5):.2f} ms   "
+          f"p99 {pct(search_en, .99):.2f} ms   (target p50 < 10 ms)")
+    print(f"conversations/search Korean              p50 {pct(search_ko, .5):.2f} ms   "
+          f"p99 {pct(search_ko, .99):.2f} ms   (target p50 < 10 ms)")
+    print(f"all searches                             p50 {statistics.median(search_en + search_ko):.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=100_000)
+    args = parser.parse_args()
+    anyio.run(run, args.messages)
+
+
+if __name__ == "__main__":
+    main()

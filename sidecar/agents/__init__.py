@@ -1,0 +1,1 @@
+"""agents/*: the agent registry (Markdown files with YAML front matter)."""

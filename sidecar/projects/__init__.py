@@ -1,0 +1,1 @@
+"""projects/*, conversations/*: projects group conversations and files."""
