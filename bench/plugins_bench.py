@@ -1,0 +1,106 @@
+"""Plugin call costs, side by side with a bare wasmtime-py call in the same run.
+
+    python bench/plugins_bench.py [--n 2000]
+
+Prints µs per operation: a bare wasmtime-py call on one kept instance (the floor), a bare
+instantiate from InstancePre, the sandboxed call as the service makes it (fresh Store,
+WASI, limits, fresh instance, 1 KB JSON in and out) with and without fuel metering, and a
+cold load of a compiled module from the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import wasmtime  # noqa: E402
+
+from protocol.plugins import Permissions  # noqa: E402
+from sidecar.plugins import host, runtime  # noqa: E402
+
+WAT = (ROOT / "tests/plugins_wat/echo.wat").read_text().replace(
+    "(;prelude;)", (ROOT / "tests/plugins_wat/prelude.wat").read_text())
+PAYLOAD = b'{"tool":"run","input":{"text":"' + b"x" * 1000 + b'"}}'
+
+
+def per_op(fn, n: int) -> float:  # type: ignore[no-untyped-def]
+    for _ in range(min(200, n)):
+        fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    n = parser.parse_args().n
+    wasm = wasmtime.wat2wasm(WAT)
+    with tempfile.TemporaryDirectory() as tmp:
+        eng = runtime.WasmEngine(Path(tmp) / "cache", host.define)
+        stop = threading.Event()
+        threading.Thread(target=lambda: [eng.tick() for _ in iter(lambda: stop.wait(0.01), True)],
+                         daemon=True).start()
+        program = eng.prepare(wasm)
+
+        # the floor: one plain Engine, one kept instance, alloc + write + handle + read
+        plain = wasmtime.Engine()
+        store = wasmtime.Store(plain)
+        inst = wasmtime.Instance(store, wasmtime.Module(plain, wasm), [])
+        ex = inst.exports(store)
+        mem, alloc, handle = ex["memory"], ex["alloc"], ex["handle"]
+
+        def bare() -> None:
+            ptr = alloc(store, len(PAYLOAD))
+            mem.write(store, PAYLOAD, ptr)
+            r = handle(store, ptr, len(PAYLOAD))
+            mem.read(store, r >> 32, (r >> 32) + (r & 0xFFFFFFFF))
+
+        linker = wasmtime.Linker(plain)
+        pre = linker.instantiate_pre(wasmtime.Module(plain, wasm))
+
+        def instantiate() -> None:
+            pre.instantiate(wasmtime.Store(plain))
+
+        limits = runtime.CallLimits(10**9, 64 << 20, 5000)
+        sandbox = runtime.Sandbox(capture_dir=Path(tmp))
+
+        def sandboxed() -> None:
+            eng.call(program, PAYLOAD, limits, runtime.CallControl(5000), sandbox,
+                     host.PluginCall("b", Permissions(), None, 0))  # type: ignore[arg-type]
+
+        cfg = wasmtime.Config()
+        cfg.consume_fuel = True
+        fueled = wasmtime.Engine(cfg)
+        fstore = wasmtime.Store(fueled)
+        fex = wasmtime.Instance(fstore, wasmtime.Module(fueled, wasm), []).exports(fstore)
+
+        def bare_fuel() -> None:
+            fstore.set_fuel(10**9)
+            ptr = fex["alloc"](fstore, len(PAYLOAD))
+            fex["memory"].write(fstore, PAYLOAD, ptr)
+            fex["handle"](fstore, ptr, len(PAYLOAD))
+
+        def cold() -> None:
+            eng.load_module(wasm)
+
+        rows = [("bare wasmtime-py call, kept instance (floor)", per_op(bare, n)),
+                ("bare call with fuel metering on", per_op(bare_fuel, n)),
+                ("instantiate from InstancePre", per_op(instantiate, n)),
+                ("sidecar sandboxed call, 1 KB JSON (fresh store+instance)", per_op(sandboxed, n)),
+                ("cold load from the compile cache (deserialize_file)", per_op(cold, max(50, n // 20)))]
+        stop.set()
+    for name, us in rows:
+        print(f"{name:60s} {us:9.1f} µs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+;; Shared by the test modules (spliced in by tests/test_plugins.py at "(;prelude;)"):
+;; ABI v1 exports `memory` and a bump `alloc`; helpers $pack and $itoa.
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 8192))
+  (func $alloc (export "alloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.add (i32.const 1)
+        (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536)))))))
+    (local.get $p))
+  ;; output pointer << 32 | length
+  (func $pack (param $p i32) (param $n i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32)) (i64.extend_i32_u (local.get $n))))
+  ;; writes the decimal form of $v (may be negative) at $dst; returns its length
+  (func $itoa (param $v i32) (param $dst i32) (result i32)
+    (local $len i32) (local $tmp i32) (local $neg i32) (local $i i32) (local $j i32) (local $c i32)
+    (if (i32.lt_s (local.get $v) (i32.const 0))
+      (then (i32.store8 (local.get $dst) (i32.const 45))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 1)))
+            (local.set $v (i32.sub (i32.const 0) (local.get $v)))
+            (local.set $neg (i32.const 1))))
+    (loop $digits
+      (i32.store8 (i32.add (local.get $dst) (local.get $len))
+        (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10))))
+      (local.set $len (i32.add (local.get $len) (i32.const 1)))
+      (local.set $v (i32.div_u (local.get $v) (i32.const 10)))
+      (br_if $digits (i32.ne (local.get $v) (i32.const 0))))
+    ;; reverse in place
+    (local.set $j (i32.sub (local.get $len) (i32.const 1)))
+    (block $done (loop $rev
+      (br_if $done (i32.ge_s (local.get $i) (local.get $j)))
+      (local.set $c (i32.load8_u (i32.add (local.get $dst) (local.get $i))))
+      (i32.store8 (i32.add (local.get $dst) (local.get $i)) (i32.load8_u (i32.add (local.get $dst) (local.get $j))))
+      (i32.store8 (i32.add (local.get $dst) (local.get $j)) (local.get $c))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (local.set $j (i32.sub (local.get $j) (i32.const 1)))
+      (br $rev)))
+    (i32.add (local.get $len) (local.get $neg)))
+  ;; {"n":<v>} at 4096; returns the packed result
+  (func $number_result (param $v i32) (result i64)
+    (local $n i32)
+    (i64.store (i32.const 4096) (i64.const 0x3a226e227b))  ;; {"n":  (little endian: 7b 22 6e 22 3a)
+    (local.set $n (call $itoa (local.get $v) (i32.const 4101)))
+    (i32.store8 (i32.add (i32.const 4101) (local.get $n)) (i32.const 125))
+    (call $pack (i32.const 4096) (i32.add (local.get $n) (i32.const 6))))
