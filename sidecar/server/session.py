@@ -59,7 +59,7 @@ from protocol.jsonrpc import Envelope, ErrorResponse, Notification, RequestId, S
 from protocol.lifecycle import InitializeResult, ServerCapabilities, ServerInfo
 from sidecar import __version__
 from sidecar.commit import RequestGuard, current_guard
-from sidecar.server import errors, lifecycle, memory
+from sidecar.server import errors, lifecycle
 from sidecar.server.context import RequestContext
 from sidecar.server.framing import FrameDecoder, FrameError, frame
 from sidecar.server.outbox import Outbox
@@ -120,7 +120,6 @@ class _Ticket:
 
 
 _NO_PARAMS = b"{}"
-_BIG_MESSAGE = 1 << 20
 
 
 class Session:
@@ -299,8 +298,6 @@ class Session:
             answer = self._handle_envelope(envelope, len(payload), None)
             if answer is not None:
                 self._send(answer)
-        if len(payload) >= _BIG_MESSAGE:
-            memory.release_soon()
 
     def _handle_irregular(self, payload: bytes) -> None:
         """Not a well-formed single request: a batch, an invalid request, or not JSON."""
@@ -532,8 +529,6 @@ class Session:
         self._unfinished.discard(ctx)
         if not self._unfinished and self._drained is not None:
             self._drained.set()
-        if size >= _BIG_MESSAGE:
-            memory.release_soon()
         if ticket is not None:
             if ticket.previous is not None and not ticket.previous.is_set():
                 # cancelled while waiting its turn: the next in line must still wait for

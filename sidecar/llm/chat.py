@@ -1,0 +1,410 @@
+"""One chat turn: provider, agent, history, context budget, the streamed provider call, the tool
+loop, persistence through the projects service, usage and audit.
+
+Cancellation (`$/cancelRequest`) cancels the request's scope: the HTTP read is not shielded, so
+the response closes at once and the provider sees the disconnect. The partial reply is then
+stored marked `cancelled` in a shielded `finally` path and the cancellation goes on (-32800).
+For that to hold, chat's own writes (the conversation, the user's message, checkpoints) must
+not make the request uncancellable, as a committed write does under the daemon's commit rule
+(sidecar/commit.py): a chat turn is never "applied or not" as a whole, its messages are stored
+as they stream. So chat runs its writes with the request guard detached (`_chat_writes`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from protocol import llm as p
+from protocol.projects import ContentPart, TextPart, ToolCallPart, ToolResultPart, Usage
+from sidecar.commit import current_guard
+from sidecar.errors import ResourceExhausted, SidecarError, Unavailable
+from sidecar.llm import budget
+from sidecar.llm.providers import adapter_for
+from sidecar.llm.providers.base import (
+    INVALID_ARGUMENTS,
+    CallFailed,
+    CallStats,
+    ChatRequest,
+    Message,
+    ProviderConfig,
+    stream_chat,
+)
+from sidecar.llm.service import ProvidersService, UsageService
+from sidecar.llm.store import UsageRecord
+from sidecar.toolsource import ToolCall, ToolInfo, ToolRegistry
+
+if TYPE_CHECKING:
+    from sidecar.agents.parser import AgentDef
+    from sidecar.agents.service import AgentsService
+    from sidecar.projects.service import ProjectsService
+    from sidecar.settings.service import SettingsService
+
+log = logging.getLogger("sidecar.llm")
+
+Emit = Callable[[p.LlmEvent], Awaitable[None]]
+TITLE_CHARS = 60
+TOOL_RESULT_MAX_CHARS = 100_000
+_parts_decoder = msgspec.json.Decoder(list[ContentPart])
+
+
+@contextmanager
+def _chat_writes() -> Iterator[None]:
+    """Writes that must not turn a later cancel into "answer the result" (see the module doc)."""
+    token = current_guard.set(None)
+    try:
+        yield
+    finally:
+        current_guard.reset(token)
+
+
+@dataclass(slots=True)
+class Round:
+    """One provider call's output, as it streams."""
+
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCallPart] = field(default_factory=list)
+    usage: p.UsageEvent | None = None
+    stop: str | None = None
+
+    def parts(self) -> list[ContentPart]:
+        out: list[ContentPart] = []
+        text = "".join(self.text)
+        if text:
+            out.append(TextPart(text))
+        out.extend(self.calls)
+        return out
+
+
+class ChatService:
+    def __init__(self, providers: ProvidersService, usage: UsageService, settings: SettingsService,
+                 tools: ToolRegistry, agents: Callable[[], AgentsService | None],
+                 projects: Callable[[], ProjectsService | None]) -> None:
+        self.providers = providers
+        self.usage = usage
+        self.settings = settings
+        self.tools = tools
+        self._agents = agents
+        self._projects = projects
+        self.calibration = budget.Calibration()
+
+    async def send(self, params: p.ChatSendParams, emit: Emit) -> p.ChatSendResult:
+        with _chat_writes():
+            return await self._send(params, emit)
+
+    async def _send(self, params: p.ChatSendParams, emit: Emit) -> p.ChatSendResult:
+        started = time.perf_counter()
+        config, key = await self.providers.resolve(params.provider)
+        agent = self._agent(params.agent)
+        model = params.model or _model_for(config, agent)
+        max_tokens = min(params.maxTokens or config.max_output_tokens, config.max_output_tokens)
+        system = agent.prompt if agent is not None else ""
+        tools = await self._tools_for(agent) if params.tools else []
+        allowed = {t.name for t in tools}
+
+        projects = self._projects()
+        history: list[Message] = []
+        conversation_id = params.conversationId
+        project_id = params.projectId
+        if projects is not None:
+            if conversation_id is not None:
+                conversation, rows, _more = await projects.get_conversation(conversation_id, limit=10_000)
+                project_id = project_id or conversation.project_id
+                history = _history(rows)
+            else:
+                conversation = await projects.create_conversation(project_id, agent.name if agent else "",
+                                                                  _title(params.message))
+                conversation_id = conversation.id
+            await projects.append_message(conversation_id, "user", [TextPart(params.message)])
+        elif conversation_id is None:
+            conversation_id = "c_" + secrets.token_hex(10)
+        messages = history + [Message("user", [TextPart(params.message)])]
+
+        reserve = self.settings.value("llm.contextReserveTokens")
+        fitted = budget.fit(messages, system=system, tools=tools, context_window=config.context_window,
+                            max_output=max_tokens, reserve=reserve, ratio=self.calibration.ratio(config.id))
+        if fitted.estimated_tokens > fitted.budget:
+            raise ResourceExhausted(
+                f"the message needs about {fitted.estimated_tokens} tokens, more than the "
+                f"{fitted.budget} this model's context leaves (window {config.context_window} - output "
+                f"{max_tokens} - reserve {reserve})", limit=fitted.budget, estimated=fitted.estimated_tokens)
+        messages = fitted.messages
+
+        turn = Turn(self, config, key, model, max_tokens, params, agent, system, tools, allowed, emit,
+                    conversation_id, project_id, projects, started, fitted.estimated_tokens)
+        await turn.run(messages)
+        assert turn.message_id is not None
+        return p.ChatSendResult(
+            conversationId=conversation_id, messageId=turn.message_id, text="".join(turn.text),
+            toolCalls=turn.tool_calls, usage=p.ChatUsage(turn.input_tokens, turn.output_tokens),
+            stopReason=turn.stop_reason, firstTokenMs=turn.first_token_ms, totalMs=_ms(started),
+            provider=config.id, model=turn.model, rounds=turn.rounds, droppedTurns=fitted.dropped_turns,
+            stored=projects is not None)
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _agent(self, name: str | None) -> AgentDef | None:
+        if name is None:
+            return None
+        agents = self._agents()
+        if agents is None:
+            raise Unavailable("agents are not available in this build", agent=name)
+        return agents.get(name).agent
+
+    async def _tools_for(self, agent: AgentDef | None) -> list[ToolInfo]:
+        tools = await self.tools.list_tools()
+        if agent is not None and agent.tools:
+            wanted = set(agent.tools)
+            prefixes = tuple(name[:-1] for name in wanted if name.endswith("*"))
+            tools = [t for t in tools if t.name in wanted or (prefixes and t.name.startswith(prefixes))]
+        return tools
+
+
+class Turn:
+    """The rounds of one chat/send: provider call, tools, provider call... until the model stops."""
+
+    def __init__(self, chat: ChatService, config: ProviderConfig, key: str | None, model: str, max_tokens: int,
+                 params: p.ChatSendParams, agent: AgentDef | None, system: str, tools: list[ToolInfo],
+                 allowed: set[str], emit: Emit, conversation_id: str, project_id: str | None,
+                 projects: ProjectsService | None, started: float, estimated_input: int) -> None:
+        self.chat = chat
+        self.config = config
+        self.key = key
+        self.model = model
+        self.max_tokens = max_tokens
+        self.params = params
+        self.agent = agent
+        self.system = system
+        self.tools = tools
+        self.allowed = allowed
+        self.emit = emit
+        self.conversation_id = conversation_id
+        self.project_id = project_id
+        self.projects = projects
+        self.started = started
+        self.estimated_input = estimated_input
+        self.message_id: str | None = None
+        self.text: list[str] = []
+        self.tool_calls: list[p.ChatToolCall] = []
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.stop_reason = "end_turn"
+        self.first_token_ms: float | None = None
+        self.rounds = 0
+
+    async def run(self, messages: list[Message]) -> None:
+        max_rounds = self.chat.settings.value("llm.maxToolRounds")
+        while True:
+            current = await self._round(messages)
+            messages.append(Message("assistant", current.parts()))
+            if current.stop != "tool_use" or not current.calls:
+                return
+            if self.rounds - 1 >= max_rounds:  # tool rounds run so far
+                self.stop_reason = "max_tool_rounds"
+                return
+            results = await self._run_tools(current.calls)
+            messages.append(Message("tool", list(results)))
+            if self.projects is not None:
+                await self.projects.append_message(self.conversation_id, "tool", results)
+
+    async def _round(self, messages: list[Message]) -> Round:
+        chat = self.chat
+        request = ChatRequest(model=self.model, messages=messages, system=self.system, tools=self.tools,
+                              max_tokens=self.max_tokens, temperature=self.params.temperature)
+        adapter = adapter_for(self.config.kind)
+        self.rounds += 1
+        current = Round()
+        stats = CallStats()
+        call_started = time.perf_counter()
+        first_output: float | None = None
+        if self.projects is not None:
+            self.message_id = await self.projects.begin_message(self.conversation_id, "assistant", self.model)
+        else:
+            self.message_id = "m_" + secrets.token_hex(10)
+        outcome = "error"
+        error: str | None = None
+        checkpoint_every = chat.settings.value("llm.checkpointMs") / 1000
+        last_checkpoint = time.perf_counter()
+        try:
+            events = stream_chat(await chat.providers.client(), adapter, self.config, self.key, request,
+                                 chat.providers.retry_policy(), chat.providers.bucket(self.config), stats)
+            async for event in events:
+                kind = type(event)
+                if kind is p.TextDelta:
+                    current.text.append(event.text)
+                    if first_output is None:
+                        first_output = time.perf_counter()
+                elif kind is p.ToolCallEnd:
+                    current.calls.append(ToolCallPart(event.id, event.name, event.arguments))
+                elif kind is p.ToolCallStart:
+                    if first_output is None:
+                        first_output = time.perf_counter()
+                elif kind is p.UsageEvent:
+                    current.usage = event
+                elif kind is p.StopEvent:
+                    current.stop = event.reason
+                elif kind is p.MessageStart:
+                    event.provider = self.config.id
+                    event.round = self.rounds
+                    if event.model:
+                        self.model = event.model
+                await self.emit(event)
+                if (self.projects is not None and checkpoint_every > 0
+                        and time.perf_counter() - last_checkpoint >= checkpoint_every):
+                    last_checkpoint = time.perf_counter()
+                    await self.projects.update_message(self.message_id, current.parts())
+            outcome = "ok"
+        except CallFailed as exc:
+            outcome = exc.kind
+            error = exc.message
+            current.stop = "error"
+            await self.emit(exc.to_event())
+            raise exc.to_error(self.config.id) from None
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            current.stop = "cancelled"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish_round(current, stats, request, call_started, first_output, outcome, error)
+        return current
+
+    async def _finish_round(self, current: Round, stats: CallStats, request: ChatRequest, call_started: float,
+                            first_output: float | None, outcome: str, error: str | None) -> None:
+        """Store the reply (complete, cancelled or error) and one usage/audit row. Shielded."""
+        text = "".join(current.text)
+        self.text.append(text)
+        usage = current.usage
+        tin = usage.inputTokens if usage else 0
+        tout = usage.outputTokens if usage else 0
+        self.input_tokens += tin
+        self.output_tokens += tout
+        if self.rounds == 1 and tin:
+            self.chat.calibration.observe(self.config.id, self.estimated_input, tin)
+        if first_output is not None and self.first_token_ms is None:
+            self.first_token_ms = round((first_output - self.started) * 1000, 3)
+        self.stop_reason = current.stop or "end_turn"
+        status = {"ok": "complete", "cancelled": "cancelled"}.get(outcome, "error")
+        try:
+            if self.projects is not None and self.message_id is not None:
+                await self.projects.finish_message(self.message_id, current.parts(), Usage(tin, tout), status=status,
+                                                   error=error)
+        except Exception:  # noqa: BLE001 - storing must not hide the turn's own outcome
+            log.exception("chat: could not store the reply of conversation %s", self.conversation_id)
+        latency = (time.perf_counter() - call_started) * 1000
+        record = UsageRecord(
+            id="u_" + secrets.token_hex(10), provider=self.config.id, model=stats.model or self.model,
+            agent=self.agent.name if self.agent else None, project_id=self.project_id,
+            conversation_id=self.conversation_id, input_tokens=tin, output_tokens=tout, latency_ms=round(latency, 3),
+            first_token_ms=None if first_output is None else round((first_output - call_started) * 1000, 3),
+            outcome=outcome, attempts=max(1, stats.attempts),
+            cost=self.chat.usage.cost(stats.model or self.model, tin, tout))
+        audit = {"usage_id": record.id,
+                 "request": msgspec.json.encode(adapter_for(self.config.kind).chat_body(request)).decode(),
+                 "response": text,
+                 "tool_calls": msgspec.json.encode([{"id": c.id, "name": c.name, "arguments": c.arguments}
+                                                    for c in current.calls]).decode(),
+                 "error": error}
+        try:
+            await self.chat.usage.record(record, audit)
+        except Exception:  # noqa: BLE001
+            log.exception("chat: could not record usage")
+
+    async def _run_tools(self, calls: list[ToolCallPart]) -> list[ToolResultPart]:
+        results: list[ToolResultPart] = []
+        timeout = self.chat.settings.value("llm.toolTimeoutSeconds")
+        caller = f"agent:{self.agent.name}" if self.agent else "user"
+        for call in calls:
+            started = time.perf_counter()
+            arguments = call.arguments if isinstance(call.arguments, dict) else {}
+            content, is_error = await self._call_tool(call.name, arguments, caller, timeout)
+            ms = round((time.perf_counter() - started) * 1000, 3)
+            await self.emit(p.ToolResultEvent(id=call.id, name=call.name, content=content, isError=is_error, ms=ms))
+            self.tool_calls.append(p.ChatToolCall(id=call.id, name=call.name, arguments=arguments, result=content,
+                                                  isError=is_error, round=self.rounds))
+            results.append(ToolResultPart(call.id, content, is_error))
+        return results
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any], caller: str, timeout: float) -> tuple[str, bool]:
+        """(content, is_error): a failing tool is an answer for the model, not an error for the user."""
+        if INVALID_ARGUMENTS in arguments:
+            return f"the arguments were not a JSON object: {str(arguments[INVALID_ARGUMENTS])[:200]}", True
+        if name not in self.allowed:
+            return f"no tool named {name} is available here", True
+        extra = {"conversationId": self.conversation_id, "projectId": self.project_id}
+        try:
+            with anyio.fail_after(timeout):
+                result = await self.chat.tools.call(name, arguments, ToolCall(caller=caller, extra=extra))
+        except TimeoutError:
+            return f"the tool took longer than {timeout:g} s", True
+        except SidecarError as exc:
+            return exc.message, True
+        except Exception as exc:  # noqa: BLE001 - a broken tool is reported to the model, and logged
+            log.warning("tool %s failed: %s", name, type(exc).__name__, exc_info=True)
+            return f"the tool failed ({type(exc).__name__})", True
+        content = result.content if isinstance(result.content, str) else json.dumps(result.content,
+                                                                                     ensure_ascii=False)
+        if len(content) > TOOL_RESULT_MAX_CHARS:
+            content = content[:TOOL_RESULT_MAX_CHARS] + f"\n[... cut at {TOOL_RESULT_MAX_CHARS} characters]"
+        return content, result.is_error
+
+
+def _history(rows: list[Any]) -> list[Message]:
+    """Stored messages as provider turns: errors and empty replies left out, and a tool call whose
+    result was never stored (a cancelled round) dropped with it."""
+    out: list[Message] = []
+    for row in rows:
+        if row.role not in ("user", "assistant", "tool") or row.status == "error":
+            continue
+        try:
+            parts = _parts_decoder.decode(row.content)
+        except msgspec.DecodeError:
+            continue
+        if row.role == "assistant" and row.status != "complete":
+            parts = [part for part in parts if isinstance(part, TextPart)]
+        if parts:
+            out.append(Message(row.role, parts))
+    # a call must be followed by its results
+    cleaned: list[Message] = []
+    for i, message in enumerate(out):
+        if message.role == "assistant" and any(isinstance(x, ToolCallPart) for x in message.parts):
+            follows = out[i + 1] if i + 1 < len(out) else None
+            if follows is None or follows.role != "tool":
+                message = Message("assistant", [x for x in message.parts if isinstance(x, TextPart)])
+                if not message.parts:
+                    continue
+        if message.role == "tool" and (not cleaned or cleaned[-1].role != "assistant"):
+            continue
+        cleaned.append(message)
+    return cleaned
+
+
+def _model_for(config: ProviderConfig, agent: AgentDef | None) -> str:
+    """The provider's model, or the agent's hint when it names a model of this provider's family
+    that is more specific than a family alias (`claude-sonnet` is a hint, not a model id)."""
+    hint = agent.model if agent is not None else None
+    if not hint or config.model.startswith(hint):
+        return config.model
+    family = {"anthropic": ("claude-",), "openai": ("gpt-", "o1", "o3", "o4")}.get(config.kind, ())
+    if hint.startswith(family) and any(ch.isdigit() for ch in hint):
+        return hint
+    return config.model
+
+
+def _title(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
