@@ -21,10 +21,12 @@ from sidecar.children import CHILDREN
 from sidecar.config import DaemonConfig
 from sidecar.agents.capability import AgentsCapability
 from sidecar.debug.capability import DebugCapability
+from sidecar.events.capability import EventsCapability
 from sidecar.llm.capability import ChatCapability
 from sidecar.notifier import Notifier
 from sidecar.plugins.capability import PluginsCapability
 from sidecar.projects.capability import ProjectsCapability
+from sidecar.scheduler.capability import SchedulerCapability
 from sidecar.secrets.capability import SecretsCapability
 from sidecar.server.lifeline import (
     ParentWatch,
@@ -43,6 +45,7 @@ from sidecar.settings.store import SettingsStore
 from sidecar.store.database import Database
 from sidecar.store.migrations import MigrationError
 from sidecar.system.capability import SystemCapability
+from sidecar.workflows.capability import WorkflowsCapability
 from sidecar.system.metrics import Metrics
 
 log = logging.getLogger("sidecar")
@@ -57,6 +60,9 @@ CAPABILITIES: tuple[type[Capability], ...] = (
     ProjectsCapability,
     PluginsCapability,
     ChatCapability,
+    SchedulerCapability,
+    EventsCapability,
+    WorkflowsCapability,
 )
 
 

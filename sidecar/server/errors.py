@@ -93,7 +93,7 @@ def from_exception(exc: BaseException, method: str) -> ErrorObject:
         return exc.error
     if isinstance(exc, InvalidValue):
         return ErrorObject(INVALID_PARAMS, f"Invalid params: {exc.message} at {exc.path}",
-                           ErrorData(kind="invalid_params", path=exc.path, reason=exc.message))
+                           ErrorData(kind="invalid_params", path=exc.path, reason=exc.message, details=exc.details))
     if isinstance(exc, SidecarError):
         code = APPLICATION_CODES.get(exc.kind, APPLICATION_CODES["application"])
         return ErrorObject(code, exc.message, ErrorData(kind=exc.kind, details=exc.details))
