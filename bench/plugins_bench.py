@@ -5,12 +5,15 @@
 Prints µs per operation: a bare wasmtime-py call on one kept instance (the floor), a bare
 instantiate from InstancePre, the sandboxed call as the service makes it (fresh Store,
 WASI, limits, fresh instance, 1 KB JSON in and out) with and without fuel metering, and a
-cold load of a compiled module from the on-disk cache.
+cold load of a compiled module from the on-disk cache. Then the whole `PluginService.call`
+(schema validation, the hop to a worker thread and back, stats) for the echo module and
+the text-tools example, beside the bare cost of an `anyio.to_thread` hop in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import threading
@@ -92,14 +95,69 @@ def main() -> None:
         def cold() -> None:
             eng.load_module(wasm)
 
+        def sandboxed_text_tools() -> None:
+            eng.call(text_program, TEXT_PAYLOAD, limits, runtime.CallControl(5000), sandbox,
+                     host.PluginCall("b", Permissions(), None, 0))  # type: ignore[arg-type]
+
+        text_program = eng.prepare((ROOT / "plugins/text-tools/text.wasm").read_bytes())
         rows = [("bare wasmtime-py call, kept instance (floor)", per_op(bare, n)),
                 ("bare call with fuel metering on", per_op(bare_fuel, n)),
                 ("instantiate from InstancePre", per_op(instantiate, n)),
                 ("sidecar sandboxed call, 1 KB JSON (fresh store+instance)", per_op(sandboxed, n)),
+                ("  the same, text-tools wordcount (C, _initialize, 1 KB)", per_op(sandboxed_text_tools, n)),
                 ("cold load from the compile cache (deserialize_file)", per_op(cold, max(50, n // 20)))]
         stop.set()
+    rows += asyncio.run(service_rows(n))
     for name, us in rows:
         print(f"{name:60s} {us:9.1f} µs")
+
+
+TEXT_PAYLOAD = b'{"tool":"wordcount","input":{"text":"' + b"word " * 200 + b'"}}'
+
+
+async def service_rows(n: int) -> list[tuple[str, float]]:
+    """The whole service call, on a real database, as a handler makes it."""
+    import anyio
+
+    from sidecar.notifier import Notifier
+    from sidecar.plugins.service import DEFAULTS, PluginService
+    from sidecar.plugins.store import PluginStore
+    from sidecar.store import migrations
+    from sidecar.store.database import Database
+
+    async def per_call(call) -> float:  # type: ignore[no-untyped-def]
+        for _ in range(min(200, n)):
+            await call()
+        start = time.perf_counter()
+        for _ in range(n):
+            await call()
+        return (time.perf_counter() - start) / n * 1e6
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        src = root / "echo"
+        src.mkdir()
+        (src / "main.wat").write_text(WAT)
+        (src / "plugin.toml").write_text(
+            'id = "echo"\nname = "echo"\nversion = "1.0.0"\nentry = "main.wat"\n[[tools]]\nname = "run"\n'
+            'inputSchema = { type = "object", properties = { text = { type = "string" } }, required = ["text"] }\n')
+        db = Database(root / "sidecar.db", migrations.default_migrations_dir())
+        db.open()
+        settings = dict(DEFAULTS, **{"plugins.watchIntervalMs": 0})
+        service = PluginService(PluginStore(db), root / "data", settings.__getitem__, Notifier())
+        text = {"text": "x" * 1000}
+        try:
+            async with service.running():
+                await service.install(str(src))
+                await service.install(str(ROOT / "plugins/text-tools"))
+                hop = await per_call(lambda: anyio.to_thread.run_sync(lambda: None, abandon_on_cancel=True))
+                echo = await per_call(lambda: service.call("echo", "run", text))
+                words = await per_call(lambda: service.call("text-tools", "wordcount", {"text": "word " * 200}))
+        finally:
+            db.close()
+    return [("anyio.to_thread hop alone (no work)", hop),
+            ("PluginService.call echo, 1 KB (validate, thread, stats)", echo),
+            ("PluginService.call text-tools wordcount, 1 KB", words)]
 
 
 if __name__ == "__main__":

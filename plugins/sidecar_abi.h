@@ -13,6 +13,8 @@
 IMPORT("log") void sidecar_log(int32_t level, const char *ptr, int32_t len);
 IMPORT("kv_get") int32_t sidecar_kv_get(const char *key, int32_t key_len);
 IMPORT("kv_set") int32_t sidecar_kv_set(const char *key, int32_t key_len, const char *val, int32_t val_len);
+IMPORT("kv_delete") int32_t sidecar_kv_delete(const char *key, int32_t key_len);
+IMPORT("config_get") int32_t sidecar_config_get(const char *key, int32_t key_len);
 IMPORT("http_fetch") int32_t sidecar_http_fetch(const char *req, int32_t req_len);
 IMPORT("result_read") int32_t sidecar_result_read(char *buf, int32_t cap);
 

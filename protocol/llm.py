@@ -166,6 +166,53 @@ class ProviderModelsResult(msgspec.Struct):
     models: list[str]
 
 
+class ProviderDetectParams(msgspec.Struct, omit_defaults=True):
+    #: also probe this base URL (besides the configured Ollama providers' and the default)
+    baseUrl: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+class DetectedOllama(msgspec.Struct):
+    baseUrl: str
+    #: the models it has pulled (`/api/tags`)
+    models: list[str]
+    latencyMs: float
+    #: ids of the configured providers that use this base URL
+    providers: list[str] = []
+
+
+class ProviderDetectResult(msgspec.Struct):
+    #: every base URL that answered `/api/tags` as an Ollama server
+    found: list[DetectedOllama]
+    #: every base URL probed, in order
+    checked: list[str]
+
+
+class ProviderPullParams(msgspec.Struct):
+    #: a configured provider of kind `ollama`
+    id: ProviderId
+    model: ModelName
+
+
+class PullProgress(StreamEvent):
+    """Ollama's progress line as it pulls: `pulling manifest`, `pulling <digest>` with byte
+    counts, `verifying sha256 digest`, `writing manifest`, `success`."""
+
+    status: str = ""
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class ProviderPullResult(msgspec.Struct):
+    id: str
+    model: str
+    #: the last status Ollama sent (`success`)
+    status: str
+    totalMs: float
+    #: bytes of the layers pulled (sum of their `total`)
+    bytes: int = 0
+
+
 # ---- chat/* -------------------------------------------------------------------------------------------
 
 class ChatSendParams(msgspec.Struct, omit_defaults=True):
@@ -348,6 +395,15 @@ PROVIDERS_TEST = MethodSpec("providers/test", ProviderIdParams, ProviderTestResu
                             "Send a tiny request: latency and model, or the precise failure.", long_running=True)
 PROVIDERS_MODELS = MethodSpec("providers/models", ProviderIdParams, ProviderModelsResult,
                               "The models the provider offers.", long_running=True)
+PULL_PROGRESS = NotificationSpec("providers/pullProgress", PullProgress,
+                                 "Progress of providers/pull: Ollama's status lines (throttled to one every "
+                                 "100 ms per status, every change of status sent).")
+PROVIDERS_DETECT = MethodSpec("providers/detect", ProviderDetectParams, ProviderDetectResult,
+                              "Find a running Ollama (`/api/tags`) at the configured Ollama base URLs, "
+                              "$OLLAMA_HOST, the default http://127.0.0.1:11434 and `baseUrl`.", long_running=True)
+PROVIDERS_PULL = MethodSpec("providers/pull", ProviderPullParams, ProviderPullResult,
+                            "Pull a model into an Ollama provider (`/api/pull`), streaming progress; "
+                            "cancel stops the download.", streams=(PULL_PROGRESS,), long_running=True)
 CHAT_SEND = MethodSpec("chat/send", ChatSendParams, ChatSendResult,
                        "Send a message; streams chat/delta and answers the complete assistant turn.",
                        streams=(DELTA,), long_running=True)
@@ -365,7 +421,8 @@ MCP_TEST = MethodSpec("mcp/servers/test", McpServerIdParams, McpServerTestResult
                       "Start the server, initialise and list its tools.", long_running=True)
 
 METHODS = (PROVIDERS_CONFIGURE, PROVIDERS_LIST, PROVIDERS_GET, PROVIDERS_DELETE, PROVIDERS_TEST, PROVIDERS_MODELS,
-           CHAT_SEND, USAGE_SUMMARY, AUDIT_LIST, AUDIT_GET, MCP_ADD, MCP_LIST, MCP_REMOVE, MCP_TEST)
-NOTIFICATIONS = (DELTA,)
+           PROVIDERS_DETECT, PROVIDERS_PULL, CHAT_SEND, USAGE_SUMMARY, AUDIT_LIST, AUDIT_GET, MCP_ADD, MCP_LIST,
+           MCP_REMOVE, MCP_TEST)
+NOTIFICATIONS = (DELTA, PULL_PROGRESS)
 
 __all__ = ["ContentPart"]

@@ -46,6 +46,7 @@ from sidecar.store.database import Database
 from sidecar.store.migrations import MigrationError
 from sidecar.system.capability import SystemCapability
 from sidecar.workflows.capability import WorkflowsCapability
+from sidecar.voice.capability import VoiceCapability
 from sidecar.system.metrics import Metrics
 
 log = logging.getLogger("sidecar")
@@ -63,6 +64,7 @@ CAPABILITIES: tuple[type[Capability], ...] = (
     SchedulerCapability,
     EventsCapability,
     WorkflowsCapability,
+    VoiceCapability,
 )
 
 

@@ -194,6 +194,38 @@ async def test_a_tool_the_agent_may_not_use_is_an_error_for_the_model(tmp_path: 
         assert conversation.agent == "pirate"
 
 
+async def test_the_agents_model_hint(tmp_path: Path, http_fixture: HttpFixtureServer) -> None:
+    """An agent's `model` picks the model when it names one of the provider's family precisely;
+    a family alias (what the bundled agents say: `claude-sonnet`) or another family's model keeps
+    the provider's; `model` in chat/send beats both."""
+    http_fixture.route("POST", "/v1/messages", sse("anthropic_text.sse"))
+    http_fixture.route("POST", "/v1/chat/completions", sse("openai_text.sse"))
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    for name, model in [("opus", "claude-opus-4-1"), ("alias", "claude-sonnet"), ("gpt", "gpt-4.1-mini"),
+                        ("none", "")]:
+        front = f"model: {model}\n" if model else ""
+        (agents / f"{name}.md").write_text(f"---\nname: {name}\ndescription: d\n{front}---\nPrompt of {name}.\n")
+    async with daemon_with_chat(tmp_path) as daemon:
+        await daemon.call("settings/set", {"key": "agents.paths", "value": [str(agents)]})
+        await daemon.call("agents/reload")
+        await configure(daemon, http_fixture)  # claude-sonnet-4-5
+        await configure(daemon, http_fixture, "openai", "oa", model="gpt-4o-mini")
+
+        async def sent_model(**params: Any) -> str:
+            await daemon.call("chat/send", {"message": "hi", "tools": False, **params})
+            return http_fixture.requests[-1].json()["model"]
+
+        assert await sent_model(agent="opus") == "claude-opus-4-1"
+        assert await sent_model(agent="alias") == "claude-sonnet-4-5"
+        assert await sent_model(agent="none") == "claude-sonnet-4-5"
+        assert await sent_model(agent="gpt") == "claude-sonnet-4-5"  # not an Anthropic model
+        assert await sent_model(agent="gpt", provider="oa") == "gpt-4.1-mini"
+        assert await sent_model(agent="opus", provider="oa") == "gpt-4o-mini"
+        assert await sent_model(agent="opus", model="claude-haiku-4-5") == "claude-haiku-4-5"
+        assert http_fixture.requests[0].json()["system"] == "Prompt of opus."
+
+
 async def test_max_tool_rounds_bounds_the_loop(tmp_path: Path, http_fixture: HttpFixtureServer) -> None:
     http_fixture.route("POST", "/v1/messages", sse("anthropic_tool.sse"))  # the model asks again and again
     async with daemon_with_chat(tmp_path) as daemon:

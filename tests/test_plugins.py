@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -63,14 +62,8 @@ def make_plugin(root: Path, wat: str, *, plugin_id: str = "t", version: str = "1
 
 
 @pytest.fixture
-def migrations_dir(tmp_path: Path) -> Path:
-    """The repository's migrations, numbered contiguously (until 0002 lands, ours is the
-    second file; afterwards this copies them as they are)."""
-    dst = tmp_path / "migrations"
-    dst.mkdir()
-    for number, path in enumerate(sorted(migrations.default_migrations_dir().glob("*.sql")), start=1):
-        shutil.copy(path, dst / f"{number:04d}_{path.name.split('_', 1)[1]}")
-    return dst
+def migrations_dir() -> Path:
+    return migrations.default_migrations_dir()
 
 
 class Env:
@@ -215,6 +208,26 @@ async def test_fresh_instance_per_call_and_persistent_on_request(env: Env) -> No
         await svc.install(env.plugin("counter", plugin_id="kept", extra='instance = "persistent"'))
         assert [(await svc.call("fresh", "run", {})).output["n"] for _ in range(3)] == [1, 1, 1]
         assert [(await svc.call("kept", "run", {})).output["n"] for _ in range(3)] == [1, 2, 3]
+
+
+async def test_pooled_slots_start_zeroed_and_running_out_of_them_is_resource_exhausted(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.plugins import runtime
+
+    monkeypatch.setattr(runtime, "POOL_SLOTS", 2)
+    async with env.run() as svc:
+        assert svc.engine().pooling
+        await svc.install(env.plugin("memcounter", plugin_id="fresh"))
+        # memory written by one instance is never seen by the next one in the same slot
+        assert [(await svc.call("fresh", "run", {})).output["n"] for _ in range(3)] == [1, 1, 1]
+        for pid in ("kept-a", "kept-b"):
+            await svc.install(env.plugin("memcounter", plugin_id=pid, extra='instance = "persistent"'))
+            assert (await svc.call(pid, "run", {})).output == {"n": 1}
+        # both slots are held by the persistent instances now
+        with pytest.raises(ResourceExhausted) as err:
+            await svc.call("fresh", "run", {})
+        assert err.value.details is not None and err.value.details["limit"] == "instances"
+        assert (await svc.call("kept-a", "run", {})).output == {"n": 2}
 
 
 async def test_compiled_modules_are_cached_on_disk(env: Env) -> None:

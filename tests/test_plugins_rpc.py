@@ -4,17 +4,14 @@ example plugins end to end, over RPC and as tools."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from sidecar import app
-from sidecar.plugins.capability import PluginsCapability
-from sidecar.store import migrations
 from tests.harness import RpcError, in_process
+from tests.support.http_fixture import HttpFixtureServer, Response
 from tests.test_plugins import make_plugin
 
 pytestmark = pytest.mark.anyio
@@ -28,23 +25,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(autouse=True)
-def contiguous_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until migration 0002 lands, number ours contiguously (a no-op once it has)."""
-    dst = tmp_path / "migrations"
-    dst.mkdir()
-    for number, path in enumerate(sorted(migrations.default_migrations_dir().glob("*.sql")), start=1):
-        shutil.copy(path, dst / f"{number:04d}_{path.name.split('_', 1)[1]}")
-    monkeypatch.setattr(migrations, "default_migrations_dir", lambda: dst)
-
-
-def _extra() -> tuple[type, ...]:
-    return () if PluginsCapability in app.CAPABILITIES else (PluginsCapability,)
-
-
 async def test_install_grant_call_over_rpc(tmp_path: Path) -> None:
     src = make_plugin(tmp_path / "src", "echo", extra='[permissions]\nkvQuotaBytes = 64')
-    async with in_process(tmp_path / "data", extra=_extra()) as daemon:
+    async with in_process(tmp_path / "data") as daemon:
         info = await daemon.call("plugins/install", {"path": str(src)})
         assert info["id"] == "t" and info["missing"] == {"kvQuotaBytes": 64} and info["granted"] == {}
         info = await daemon.call("plugins/grant", {"id": "t", "permissions": {"kvQuotaBytes": 64}})
@@ -62,7 +45,7 @@ async def test_install_grant_call_over_rpc(tmp_path: Path) -> None:
 
 
 async def test_typed_errors_on_the_wire(tmp_path: Path) -> None:
-    async with in_process(tmp_path / "data", extra=_extra()) as daemon:
+    async with in_process(tmp_path / "data") as daemon:
         await daemon.call("plugins/install", {"path": str(make_plugin(tmp_path / "s", "loop", plugin_id="spin",
                                                                        extra="[limits]\nfuel = 100000"))})
         await daemon.call("plugins/install", {"path": str(make_plugin(tmp_path / "s", "trap", plugin_id="boom"))})
@@ -77,7 +60,7 @@ async def test_typed_errors_on_the_wire(tmp_path: Path) -> None:
 
 async def test_cancel_request_stops_a_running_call_with_32800(tmp_path: Path) -> None:
     src = make_plugin(tmp_path / "src", "loop", extra="[limits]\ntimeoutMs = 60000\nfuel = 10000000000")
-    async with in_process(tmp_path / "data", extra=_extra()) as daemon:
+    async with in_process(tmp_path / "data") as daemon:
         await daemon.call("plugins/install", {"path": str(src)})
         daemon._next_id += 1
         request_id = daemon._next_id
@@ -100,13 +83,21 @@ async def test_cancel_request_stops_a_running_call_with_32800(tmp_path: Path) ->
     ("text-tools", "wordcount", {"text": "one two  three\nfour"}, {"words": 4, "lines": 2, "chars": 19}),
     ("text-tools", "slugify", {"text": "Hello, World! Ça va?"}, {"slug": "hello-world-a-va"}),
     ("text-tools", "case", {"text": "make me loud", "to": "upper"}, {"text": "MAKE ME LOUD"}),
+    ("json-query", "query", {"data": {"items": [{"name": "a", "n": 1}, {"name": "b"}]}, "path": ".items[].name"},
+     {"results": ["a", "b"]}),
+    ("json-query", "query", {"data": {"rows": [[1, 2], [3, 4]], "k v": {"x": True}}, "path": '.rows[-1][0]'},
+     {"results": [3]}),
+    ("json-query", "query", {"data": {"k v": {"x": None}, "o": {"p": 1, "q": "é"}}, "path": '.["k v"].x'},
+     {"results": [None]}),
+    ("json-query", "query", {"data": {"o": {"p": 1.5, "q": "é"}}, "path": ".o[]"}, {"results": [1.5, "é"]}),
+    ("json-query", "query", {"data": [1, 2], "path": "."}, {"results": [[1, 2]]}),
+    ("json-query", "query", {"data": [1], "path": ".a"}, {"error": "cannot index an array with \"a\""}),
+    ("json-query", "query", {"data": {}, "path": "a["}, {"error": "a path starts with . or ["}),
 ])
 async def test_example_plugins_end_to_end(tmp_path: Path, example: str, tool: str, arguments: dict,
                                           expected: dict) -> None:
     folder = EXAMPLES / example
-    if not (folder / "plugin.toml").exists():
-        pytest.skip(f"example {example} not built")
-    async with in_process(tmp_path / "data", extra=_extra()) as daemon:
+    async with in_process(tmp_path / "data") as daemon:
         await daemon.call("plugins/install", {"path": str(folder)})
         result = await daemon.call("plugins/call", {"id": example, "tool": tool, "input": arguments})
         assert result["output"] == expected
@@ -114,4 +105,41 @@ async def test_example_plugins_end_to_end(tmp_path: Path, example: str, tool: st
         tools = await daemon.platform.tools.list_tools()
         assert f"plugin__{tool}" in [t.name for t in tools]
         called = await daemon.platform.tools.call(f"plugin__{tool}", arguments)
-        assert called.content == expected and not called.is_error
+        assert called.content == expected
+        # an output that is only {"error": ...} is a tool error to a model
+        assert called.is_error == (set(expected) == {"error"})
+
+
+async def test_fetch_cache_example_uses_kv_and_http_under_permissions(tmp_path: Path,
+                                                                     http_fixture: HttpFixtureServer) -> None:
+    http_fixture.route("GET", "/data", Response(200, {"content-type": "application/json"}, [b'{"v":1}']))
+    url = http_fixture.url_for("/data")
+    async with in_process(tmp_path / "data") as daemon:
+        info = await daemon.call("plugins/install", {"path": str(EXAMPLES / "fetch-cache")})
+        assert info["missing"] == {"hosts": ["http://127.0.0.1:*"], "kvQuotaBytes": 1048576}
+        # nothing granted: the first permissioned operation (the cache lookup) is denied
+        with pytest.raises(RpcError) as err:
+            await daemon.call("plugins/call", {"id": "fetch-cache", "tool": "fetch", "input": {"url": url}})
+        assert err.value.kind == "permission_denied"
+        # kv only: the fetch itself is denied and nothing reaches the server
+        await daemon.call("plugins/grant", {"id": "fetch-cache", "permissions": {"kvQuotaBytes": 4096}})
+        with pytest.raises(RpcError) as err:
+            await daemon.call("plugins/call", {"id": "fetch-cache", "tool": "fetch", "input": {"url": url}})
+        assert err.value.kind == "permission_denied" and err.value.error["data"]["details"]["operation"] == "http_fetch"
+        assert http_fixture.requests == []
+        await daemon.call("plugins/grant", {"id": "fetch-cache", "permissions": {
+            "kvQuotaBytes": 4096, "hosts": ["http://127.0.0.1:*"]}})
+        first = (await daemon.call("plugins/call", {"id": "fetch-cache", "tool": "fetch", "input": {"url": url}}))
+        assert first["output"]["cached"] is False and first["output"]["stored"] is True
+        assert first["output"]["response"]["status"] == 200 and first["output"]["response"]["body"] == '{"v":1}'
+        second = await daemon.call("plugins/call", {"id": "fetch-cache", "tool": "fetch", "input": {"url": url}})
+        assert second["output"]["cached"] is True and second["output"]["response"]["body"] == '{"v":1}'
+        assert len(http_fixture.requests) == 1
+        forgot = await daemon.call("plugins/call", {"id": "fetch-cache", "tool": "forget", "input": {"url": url}})
+        assert forgot["output"] == {"forgotten": True}
+        logs = [e["message"] for e in (await daemon.call("plugins/logs", {"id": "fetch-cache"}))["entries"]]
+        assert logs == [f"fetched and cached: {url}", f"cache hit: {url}"]
+        ops = [(r["operation"], r["allowed"]) for r in
+               (await daemon.call("plugins/audit", {"id": "fetch-cache", "limit": 5}))["rows"]]
+        assert ops == [("kv_delete", True), ("kv_get", True), ("kv_set", True), ("http_fetch", True),
+                       ("kv_get", True)]

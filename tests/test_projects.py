@@ -12,6 +12,7 @@ import pytest
 
 from protocol.projects import TextPart, ToolCallPart, ToolResultPart, Usage
 from sidecar.errors import InvalidValue, NotFound, ResourceExhausted
+from sidecar.projects import store
 from sidecar.projects.service import Limits, ProjectsService, decode_parts, normalise_path, split_snippet
 from sidecar.store.database import Database
 
@@ -39,8 +40,10 @@ def count(db: Database, sql: str) -> int:
 
 
 def integrity(db: Database) -> None:
-    """Every external-content FTS index agrees with its table."""
+    """Every external-content FTS index agrees with its table (once the queue is indexed)."""
     def check(conn):  # type: ignore[no-untyped-def]
+        while store.index_unindexed(conn, 1000):
+            pass
         for table in ("projects_fts", "projects_tri", "messages_fts", "messages_tri", "files_fts", "files_tri"):
             conn.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)")
     db.run_now(check)
@@ -323,3 +326,73 @@ async def test_append_many_in_one_transaction(service: ProjectsService, db: Data
     conv, messages, _ = await service.get_conversation(c.id)
     assert [(m.position, m.role) for m in messages] == [(0, "user"), (1, "assistant")]
     integrity(db)
+
+
+# ---- the batched message index -------------------------------------------------------------------
+
+def fts_rows(db: Database, table: str) -> int:
+    """Documents an FTS5 index holds (its docsize table has one row per document)."""
+    return count(db, f"SELECT count(*) FROM {table}_docsize")
+
+
+@pytest.mark.anyio
+async def test_messages_are_queued_then_indexed_once_finished(service: ProjectsService, db: Database) -> None:
+    c = await service.create_conversation(title="queue")
+    await say(service, c.id, "user", "plain ascii question")
+    await say(service, c.id, "user", "한국어 질문입니다")
+    assert count(db, "SELECT count(*) FROM messages_unindexed") == 2 and fts_rows(db, "messages_fts") == 0
+    assert await service.index_pending() == 2
+    # the trigram index holds only non-ASCII messages; the word index all of them
+    assert fts_rows(db, "messages_fts") == 2 and fts_rows(db, "messages_tri") == 1
+    # a streaming reply stays queued: its checkpoints never touch the indexes
+    mid = await service.begin_message(c.id, "assistant")
+    for i in range(5):
+        await service.update_message(mid, [TextPart("streaming words " * i)])
+        assert await service.index_pending() == 0
+    assert fts_rows(db, "messages_fts") == 2
+    assert (await service.search_messages("streaming")).items == []
+    await service.finish_message(mid, [TextPart("streaming words, finished")])
+    assert [h[0] for h in (await service.search_messages("streaming")).items] == [mid]  # indexed by the search
+    assert count(db, "SELECT count(*) FROM messages_unindexed") == 0 and fts_rows(db, "messages_fts") == 3
+    integrity(db)
+
+
+@pytest.mark.anyio
+async def test_deleting_indexed_and_queued_messages_keeps_the_indexes_whole(service: ProjectsService,
+                                                                            db: Database) -> None:
+    indexed = await service.create_conversation(title="indexed")
+    queued = await service.create_conversation(title="queued")
+    await say(service, indexed.id, "user", "데이터베이스 indexed words")
+    await say(service, indexed.id, "user", "ascii indexed words")
+    await service.index_pending()
+    await say(service, queued.id, "user", "데이터베이스 queued words")
+    await service.delete_conversation(indexed.id)  # 'delete' for rows the indexes hold
+    await service.delete_conversation(queued.id)  # only the queue entry for the other
+    assert fts_rows(db, "messages_fts") == fts_rows(db, "messages_tri") == 0
+    assert count(db, "SELECT count(*) FROM messages_unindexed") == 0
+    assert (await service.search_messages("words")).items == []
+    integrity(db)
+
+
+@pytest.mark.anyio
+async def test_background_indexer_indexes_soon_after_writes(service: ProjectsService, db: Database) -> None:
+    import anyio
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.run_indexer)
+        c = await service.create_conversation(title="bg")
+        await say(service, c.id, "user", "indexed in the background")
+        with anyio.fail_after(10):
+            while count(db, "SELECT count(*) FROM messages_unindexed"):
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert fts_rows(db, "messages_fts") == 1
+
+
+@pytest.mark.anyio
+async def test_latin_words_with_diacritics_use_the_word_index(service: ProjectsService) -> None:
+    c = await service.create_conversation(title="accents")
+    plain = await say(service, c.id, "user", "the cafe opens at nine")
+    accented = await say(service, c.id, "user", "le café ouvre à neuf")
+    for query in ("cafe", "café", "CAFÉ"):
+        assert sorted(h[0] for h in (await service.search_messages(query)).items) == sorted([plain, accented])

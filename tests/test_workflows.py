@@ -524,6 +524,69 @@ async def test_a_stopped_engine_resumes_its_runs_at_the_next_start(env: Env, htt
     assert keys == [f"{run.id}:second"] * 2 == [steps["second"].idempotencyKey] * 2
 
 
+async def test_a_loop_resumes_after_a_stop_without_repeating_finished_items(env: Env,
+                                                                             http_fixture: HttpFixtureServer) -> None:
+    for i in range(6):
+        http_fixture.route("POST", f"/item/{i}", Response.json({"i": i}, delay_before=0.4 if i == 3 else 0.0))
+    body = {"steps": [{"id": "post", "kind": "http", "inputs": {"method": "POST",
+                                                                "url": http_fixture.url + "/item/{{loop.index}}"}},
+                      setstep("pick", "{{steps.post.output.body.i * 10}}")],
+            "output": "{{steps.pick.output.value}}"}
+    doc = wf({"id": "each", "kind": "loop", "inputs": {"items": [0, 1, 2, 3, 4, 5], "parallelism": 1}, "body": body},
+             outputs={"r": "{{steps.each.output.results}}"})
+    async with env.running() as svc:
+        run = await svc.start(workflow=doc)
+        await anyio.to_thread.run_sync(http_fixture.wait_for_requests, 4, 5.0)  # item 3 in flight: stop
+    async with env.running() as svc:
+        result = await svc.wait(svc.engine.runs[run.id])
+        events = (await svc.events(run.id)).events
+    assert result.status == "succeeded" and result.outputs == {"r": [0, 10, 20, 30, 40, 50]}
+    assert [http_fixture.calls("POST", f"/item/{i}") for i in range(6)] == [1, 1, 1, 2, 1, 1]
+    keys = [r.header("idempotency-key") for r in http_fixture.requests if r.path == "/item/3"]
+    assert keys == [f"{run.id}:each[3].post"] * 2
+    resumed = [e for e in events if e.type == "step.started" and e.seq > next(
+        x.seq for x in events if x.type == "run.resumed")]
+    assert [e.stepId for e in resumed] == ["each", "each[3].post", "each[3].pick", "each[4].post", "each[4].pick",
+                                           "each[5].post", "each[5].pick"]
+
+
+async def test_a_failed_loop_resumes_from_its_failed_item(env: Env, http_fixture: HttpFixtureServer) -> None:
+    http_fixture.route("POST", "/ok", Response.json({"ok": True}))
+    http_fixture.route("POST", "/flaky", Response.json({"no": 1}, 400), Response.json({"ok": True}))
+    url = http_fixture.url
+    doc = wf({"id": "each", "kind": "loop", "inputs": {"items": ["/ok", "/ok", "/flaky", "/ok"], "parallelism": 1},
+              "body": {"steps": [{"id": "post", "kind": "http",
+                                  "inputs": {"method": "POST", "url": url + "{{loop.item}}"}}]}})
+    async with env.running() as svc:
+        failed = await svc.run_workflow(workflow=doc)
+        assert failed.status == "failed" and http_fixture.calls("POST", "/ok") == 2
+        resumed = await svc.wait(await svc.resume(failed.runId))
+    assert resumed.status == "succeeded"
+    assert http_fixture.calls("POST", "/ok") == 3 and http_fixture.calls("POST", "/flaky") == 2
+
+
+async def test_a_called_workflow_resumes_after_a_stop_without_repeating_its_finished_steps(
+        env: Env, http_fixture: HttpFixtureServer) -> None:
+    http_fixture.route("POST", "/child-a", Response.json({"a": 1}))
+    http_fixture.route("POST", "/child-b", Response.json({"b": 2}, delay_before=0.4))
+    child = wf({"id": "a", "kind": "http", "inputs": {"method": "POST", "url": http_fixture.url + "/child-a"}},
+               {"id": "b", "kind": "http", "inputs": {"method": "POST", "url": http_fixture.url + "/child-b"},
+                "needs": ["a"]},
+               id="child", outputs={"sum": "{{steps.a.output.body.a + steps.b.output.body.b}}"})
+    parent = wf({"id": "call", "kind": "workflow", "inputs": {"workflow": "child"}},
+                outputs={"sum": "{{steps.call.output.outputs.sum}}"})
+    async with env.running() as svc:
+        await svc.create(child)
+        run = await svc.start(workflow=parent)
+        await anyio.to_thread.run_sync(http_fixture.wait_for_requests, 2, 5.0)  # `b` in flight: stop
+    async with env.running() as svc:
+        result = await svc.wait(svc.engine.runs[run.id])
+    assert result.status == "succeeded" and result.outputs == {"sum": 3}
+    assert http_fixture.calls("POST", "/child-a") == 1 and http_fixture.calls("POST", "/child-b") == 2
+    keys = {r.header("idempotency-key") for r in http_fixture.requests if r.path == "/child-b"}
+    assert keys == {f"{run.id}:call.b"}
+
+
 async def test_workflow_steps_call_saved_workflows_within_the_depth_bound(env: Env) -> None:
     async with env.running() as svc:
         await svc.create(wf(setstep("x", "{{inputs.v * 10}}"), id="child", inputs={"v": {"type": "integer"}},

@@ -1,4 +1,4 @@
-"""Rebuild the example plugins' .wasm from their C sources with the ziglang PyPI package.
+"""Rebuild the example plugins' .wasm from their C and Zig sources with the ziglang PyPI package.
 
     python tools/build_plugins.py            # rebuild the example plugins in TARGETS
     python tools/build_plugins.py --check    # rebuild into a temp dir; exit 1 if any differs
@@ -20,10 +20,21 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the ziglang release the committed .wasm were built with; another release may emit other bytes
+ZIGLANG_VERSION = "0.17.1"
 PLUGINS = ROOT / "plugins"
-#: plugin folder -> (C source, output)
-TARGETS = {"text-tools": ("text.c", "text.wasm")}
-FLAGS = ["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=131072"]
+#: plugin folder -> (source, output); the source's suffix picks the compiler
+TARGETS = {"text-tools": ("text.c", "text.wasm"), "json-query": ("main.zig", "query.wasm"),
+           "fetch-cache": ("fetch.c", "fetch.wasm")}
+C_FLAGS = ["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-s", "-Wl,-z,stack-size=131072"]
+ZIG_FLAGS = ["-target", "wasm32-wasi", "-fno-entry", "-rdynamic", "-O", "ReleaseSmall", "-fstrip",
+             "--stack", "131072"]
+
+
+def command(source: str, target: Path) -> list[str]:
+    if source.endswith(".zig"):
+        return [sys.executable, "-m", "ziglang", "build-exe", *ZIG_FLAGS, f"-femit-bin={target}", source]
+    return [sys.executable, "-m", "ziglang", "cc", *C_FLAGS, "-o", str(target), source]
 
 
 def build(name: str, out_dir: Path) -> Path:
@@ -32,8 +43,7 @@ def build(name: str, out_dir: Path) -> Path:
     target = out_dir / output
     env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(out_dir / ".zig-cache"),
                ZIG_LOCAL_CACHE_DIR=str(out_dir / ".zig-cache"))
-    subprocess.run([sys.executable, "-m", "ziglang", "cc", *FLAGS, "-o", str(target), source],
-                   cwd=folder, env=env, check=True)
+    subprocess.run(command(source, target), cwd=folder, env=env, check=True)
     shutil.rmtree(out_dir / ".zig-cache", ignore_errors=True)
     return target
 
@@ -43,6 +53,12 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare with the committed .wasm")
     parser.add_argument("names", nargs="*", default=sorted(TARGETS))
     args = parser.parse_args()
+    import importlib.metadata
+
+    installed = importlib.metadata.version("ziglang")
+    if installed != ZIGLANG_VERSION:
+        print(f"note: ziglang {installed} is installed; the committed .wasm were built with {ZIGLANG_VERSION}",
+              file=sys.stderr)
     differs = 0
     for name in args.names:
         committed = PLUGINS / name / TARGETS[name][1]

@@ -13,6 +13,9 @@ messages fall between which client messages) is the same on every run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,8 @@ class Session:
         argv = [sys.executable, "-m", "sidecar", "record", "--out", str(out), "--description", description,
                 "--", *daemon]
         self.client = DaemonClient(argv, stderr=subprocess.DEVNULL, framing=framing)
+        #: the HTTP fixture server's base URL, for a session that calls one (HTTP_FIXTURES)
+        self.http_url: str | None = None
 
     def request(self, request_id: Any, method: str, params: Any = None) -> dict[str, Any]:
         """Send a request and wait for its answer (notifications it causes come first)."""
@@ -224,6 +229,116 @@ def content_length(s: Session) -> None:
     s.end(4)
 
 
+def agents_browse(s: Session) -> None:
+    """Browse the bundled agents, then search and pick one (a shell's agent picker)."""
+    s.initialize()
+    s.request(2, "agents/categories")
+    first = s.request(3, "agents/list", {"category": "engineering", "limit": 5})
+    s.request(4, "agents/list", {"category": "engineering", "limit": 5, "cursor": first["result"]["nextCursor"]})
+    s.request(5, "agents/list", {"tag": "translation"})
+    s.request(6, "agents/get", {"name": "code-reviewer"})
+    s.request(7, "agents/search", {"query": "review pull request", "limit": 3})
+    s.request(8, "agents/search", {"query": "pyhton", "limit": 3})  # a typo in a name
+    s.request(9, "agents/search", {"query": "번역해줘", "limit": 3})  # Korean, with an ending
+    s.request(10, "agents/select", {"prompt": "my SQL query is slow, can you help tune it?"})
+    s.request(11, "agents/select", {"prompt": "hello there"})  # nothing matches well: the fallback
+    s.request(12, "agents/get", {"name": "no-such-agent"})  # not_found naming it
+    s.request(13, "agents/search", {"query": "  "})  # invalid params
+    s.request(14, "agents/problems")
+    s.end(15)
+    _bundled_paths_anywhere(s)
+
+
+def _bundled_paths_anywhere(s: Session) -> None:
+    """The recording holds this checkout's absolute path of each bundled agent file: match it
+    by its end, so the session replays wherever the repository is."""
+    import json
+    import re
+
+    argv = list(s.client.proc.args)  # type: ignore[arg-type]
+    out = Path(argv[argv.index("--out") + 1])
+    lines = out.read_text(encoding="utf-8").rstrip("\n").split("\n")  # (not splitlines: U+2028 is no line end)
+    bundled = str(REPO / "sidecar" / "agents" / "bundled") + os.sep
+    for i, line in enumerate(lines):
+        event = json.loads(line)
+        result = event.get("msg", {}).get("result") if isinstance(event.get("msg"), dict) else None
+        path = result.get("path") if isinstance(result, dict) else None
+        if isinstance(path, str) and path.startswith(bundled):
+            tail = "[/\\\\]".join(re.escape(part) for part in ["sidecar", "agents", "bundled",
+                                                               *Path(path[len(bundled):]).parts])
+            event.setdefault("match", {})["$.result.path"] = f"regex:{tail}$"
+            lines[i] = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+TEXT_DELTA = ('event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+              '"delta":{"type":"text_delta","text":"Once upon a time"}}\n\n')
+#: name -> what the HTTP fixture server answers while the session is recorded and replayed
+#: (written to `<name>.fixtures.json` with the URL the session was recorded against)
+SSE = {"content-type": "text/event-stream"}
+HTTP_FIXTURES: dict[str, dict[str, Any]] = {
+    "chat": {"server": "../support/http_fixture.py", "routes": [{"method": "POST", "path": "/v1/messages",
+                                                                 "responses": [
+        # 1. an agent's reply, streamed; 2-3. a tool round: the model calls builtin__current_time,
+        # then answers; 4. a reply that never ends (cancelled), and so every call after it
+        {"file": "../fixtures/llm/anthropic_text.sse", "chunkSize": 64, "headers": SSE},
+        {"file": "../fixtures/llm/anthropic_tool.sse", "chunkSize": 64, "headers": SSE},
+        {"file": "../fixtures/llm/anthropic_text.sse", "chunkSize": 64, "headers": SSE},
+        {"status": 200, "headers": SSE, "chunked": True, "stall": True, "body": [
+            'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929",'
+            '"usage":{"input_tokens":12,"output_tokens":1}}}\n\n', TEXT_DELTA]},
+    ]}]},
+}
+
+
+def chat(s: Session) -> None:
+    s.initialize()
+    s.request(2, "providers/configure", {"id": "claude", "kind": "anthropic", "model": "claude-sonnet-4-5",
+                                         "baseUrl": s.http_url})  # the first provider: the default
+    s.request(3, "chat/send", {"message": "Say hello", "agent": "general-assistant"})  # deltas, then the turn
+    s.request(4, "chat/send", {"message": "What time is it?", "agent": "general-assistant"})  # a tool round
+    s.start(5, "chat/send", {"message": "Tell me a long story", "agent": "general-assistant"})
+    while True:  # (the queue still holds the earlier requests' deltas)
+        params = s.wait_notification("chat/delta")["params"]
+        if params.get("requestId") == 5 and params.get("type") == "text_delta":
+            break
+    s.notify("$/cancelRequest", {"id": 5})  # the partial reply is stored, marked cancelled
+    s.finish(5)  # -32800
+    s.request(6, "usage/summary", {"groupBy": "provider"})  # four calls: the tool round made two
+    s.request(7, "audit/list", {})
+    s.end(8)
+
+
+def chat_matchers(line: Any) -> dict[str, str]:
+    """Matchers for what differs between runs of the chat session beyond the default ones:
+    the fixture server's port, ids, the current time a tool answered."""
+    import re
+
+    found: dict[str, str] = {}
+    message = line.msg
+    result = message.get("result") if isinstance(message, dict) else None
+    params = message.get("params") if isinstance(message, dict) else None
+    time_result = ("regex:^" + re.escape('{"iso": "') + r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+                   + re.escape('", "timezone": "UTC", "weekday": "') + r"[A-Za-z]+"
+                   + re.escape('", "unix": ') + r"\d+\}$")
+    if isinstance(result, dict):
+        if "baseUrl" in result:
+            found["$.result.baseUrl"] = r"regex:^http://127\.0\.0\.1:\d+$"
+        for key in ("conversationId", "messageId"):
+            if key in result:
+                found[f"$.result.{key}"] = "string"
+        for i, call in enumerate(result.get("toolCalls", [])):
+            if call.get("name") == "builtin__current_time":
+                found[f"$.result.toolCalls[{i}].result"] = time_result
+        if "entries" in result:
+            found["$.result.entries[*].id"] = "string"
+            found["$.result.entries[*].conversationId"] = "string"
+    if isinstance(params, dict) and params.get("type") == "tool_result":
+        found["$.params.content"] = time_result
+        found["$.params.ms"] = "number"
+    return found
+
+
 #: name -> (description, daemon args, framing, script)
 SCRIPTS: dict[str, tuple[str, list[str], str, Callable[[Session], None]]] = {
     "lifecycle": ("A request before initialize is refused; initialize, initialized, a second initialize "
@@ -250,6 +365,14 @@ SCRIPTS: dict[str, tuple[str, list[str], str, Callable[[Session], None]]] = {
                 "twice answers not_found.", [], "ndjson", secrets),
     "stdout": ("debug/print writes to stdout from Python and from fd 1: none of it reaches the "
                "protocol stream.", ["--debug-methods"], "ndjson", stdout_purity),
+    "agents_browse": ("An agent picker: categories, a category listed a page at a time, a tag, one agent in full "
+                      "(its prompt and file), then search (ranked, with what matched; a typo; Korean), select "
+                      "for a prompt with its reason and the general fallback, not_found for an unknown agent, "
+                      "an empty query refused.", [], "ndjson", agents_browse),
+    "chat": ("An agent chat against a recorded Anthropic stream (tests/transcripts/chat.fixtures.json): "
+             "providers/configure, chat/send streaming chat/delta events then the whole turn, a tool round "
+             "(builtin__current_time), a reply cancelled mid-stream (-32800, the partial reply stored), usage and "
+             "audit.", [], "ndjson", chat),
     "content_length": ("The same protocol with LSP-style Content-Length framing, detected from the first "
                        "bytes and answered in kind.", [], "content-length", content_length),
 }
@@ -258,13 +381,52 @@ SCRIPTS: dict[str, tuple[str, list[str], str, Callable[[Session], None]]] = {
 def record(name: str, out_dir: Path) -> Path:
     description, args, framing, script = SCRIPTS[name]
     out = out_dir / f"{name}.jsonl"
-    with tempfile.TemporaryDirectory(prefix="sidecar-record-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sidecar-record-"))
+        http_url = None
+        if name in HTTP_FIXTURES:
+            from sidecar.transcripts.replay import http_fixtures
+
+            fixtures = out_dir / f"{name}.fixtures.json"
+            spec = {**HTTP_FIXTURES[name], "url": "http://127.0.0.1:0"}
+            # the paths in it are relative to tests/transcripts/
+            spec["server"] = str((OUT_DIR / spec["server"]).resolve())
+            spec["routes"] = [{**r, "responses": [{**x, "file": str((OUT_DIR / x["file"]).resolve())}
+                                                  if "file" in x else x for x in r["responses"]]}
+                              for r in spec["routes"]]
+            scratch = Path(tmp) / "serve.fixtures.json"
+            scratch.write_text(json.dumps(spec))
+            _, http_url = stack.enter_context(http_fixtures(scratch))
         session = Session(out, description, args, Path(tmp) / "data", framing)
+        session.http_url = http_url
         try:
             script(session)
         finally:
             session.client.close(timeout=TIMEOUT)
+    if http_url is not None:
+        _write_fixtures(name, out_dir, http_url)
     return out
+
+
+def _write_fixtures(name: str, out_dir: Path, url: str) -> None:
+    """`<name>.fixtures.json` beside the transcript (paths relative to it, as in
+    tests/transcripts/), and the session's own matchers added to the transcript."""
+    import msgspec
+
+    from sidecar.transcripts import load
+
+    spec = dict(HTTP_FIXTURES[name])
+    if out_dir.resolve() != OUT_DIR.resolve():  # --check: a temporary directory
+        spec["server"] = str((OUT_DIR / spec["server"]).resolve())
+        spec["routes"] = [{**r, "responses": [{**x, "file": str((OUT_DIR / x["file"]).resolve())}
+                                              if "file" in x else x for x in r["responses"]]}
+                          for r in spec["routes"]]
+    (out_dir / f"{name}.fixtures.json").write_text(json.dumps({**spec, "url": url}, indent=1) + "\n")
+    out = out_dir / f"{name}.jsonl"
+    transcript = load(out)
+    transcript.lines = [msgspec.structs.replace(line, match={**line.match, **chat_matchers(line)})
+                        if line.dir == "server" and line.has_msg else line for line in transcript.lines]
+    out.write_text(transcript.dumps())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,22 @@
 """The events capability: the daemon's event bus (in-process pub/sub, durable log with
-retention) and its events/* methods. Listed before the capabilities that publish to it."""
+retention) and its events/* methods.
+
+Who publishes what:
+- workflows: `workflow.run.*` and `workflow.step.*` (the workflows capability finds the bus);
+- the scheduler: `scheduler.fired` and `scheduler.finished` (found when a run fires);
+- plugins: `plugins.reloaded` {pluginId, ok, version, error?};
+- chat: `llm.providerError` {provider, model, kind, errorType, status, message, conversationId}.
+Plugins and chat offer a `publish_event` hook on their service (a no-op until connected); this
+capability connects it to the bus when its lifespan starts, when every capability is built, so
+the order of `CAPABILITIES` does not matter for them.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from protocol import events as p
 from protocol.events import BusEvent
@@ -17,6 +28,12 @@ from sidecar.settings.registry import SettingDef
 
 if TYPE_CHECKING:
     from sidecar.server.router import Router
+
+#: services of other capabilities with a `publish_event(topic, payload)` hook: (module, class)
+PUBLISHERS: tuple[tuple[str, str], ...] = (
+    ("sidecar.plugins.service", "PluginService"),
+    ("sidecar.llm.chat", "ChatService"),
+)
 
 
 class EventsCapability(Capability):
@@ -49,7 +66,31 @@ class EventsCapability(Capability):
     def register(self, router: Router) -> None:
         handlers.register(router, self.bus, self.delivery)
 
+    def _publishers(self) -> list[Any]:
+        """The services in this build that publish through a hook."""
+        found = []
+        for module, name in PUBLISHERS:
+            try:
+                service_type = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue
+            service = self.platform.find(service_type)
+            if service is not None:
+                found.append(service)
+        return found
+
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         async with self.bus.running(), self.delivery.running():
-            yield
+            publishers = self._publishers()
+            for service in publishers:
+                service.publish_event = self.bus.publish
+            try:
+                yield
+            finally:
+                for service in publishers:
+                    service.publish_event = _ignore
+
+
+def _ignore(topic: str, payload: dict[str, Any]) -> None:
+    """What a publisher's hook does once the bus has stopped."""

@@ -96,6 +96,8 @@ class ChatService:
         self._agents = agents
         self._projects = projects
         self.calibration = budget.Calibration()
+        #: the event bus's publish (topic, payload), connected by the events capability
+        self.publish_event: Callable[[str, dict[str, Any]], object] = lambda topic, payload: None
 
     async def send(self, params: p.ChatSendParams, emit: Emit) -> p.ChatSendResult:
         with _chat_writes():
@@ -140,7 +142,7 @@ class ChatService:
         messages = fitted.messages
 
         turn = Turn(self, config, key, model, max_tokens, params, agent, system, tools, allowed, emit,
-                    conversation_id, project_id, projects, started, fitted.estimated_tokens)
+                    conversation_id, project_id, projects, started, fitted.raw_tokens)
         await turn.run(messages)
         assert turn.message_id is not None
         return p.ChatSendResult(
@@ -176,6 +178,7 @@ class Turn:
                  params: p.ChatSendParams, agent: AgentDef | None, system: str, tools: list[ToolInfo],
                  allowed: set[str], emit: Emit, conversation_id: str, project_id: str | None,
                  projects: ProjectsService | None, started: float, estimated_input: int) -> None:
+        """`estimated_input`: the uncalibrated estimate of the first round's input tokens."""
         self.chat = chat
         self.config = config
         self.key = key
@@ -267,6 +270,9 @@ class Turn:
             outcome = exc.kind
             error = exc.message
             current.stop = "error"
+            chat.publish_event("llm.providerError", {"provider": self.config.id, "model": self.model, "kind": exc.kind,
+                                                     "errorType": exc.error_type or exc.failure, "status": exc.status,
+                                                     "message": exc.message, "conversationId": self.conversation_id})
             await self.emit(exc.to_event())
             raise exc.to_error(self.config.id) from None
         except anyio.get_cancelled_exc_class():

@@ -41,6 +41,14 @@ def register(router: Router, cap: ChatCapability) -> None:
     async def models(ctx: RequestContext, params: p.ProviderIdParams) -> p.ProviderModelsResult:
         return p.ProviderModelsResult(await providers.models(params.id))
 
+    @router.method(p.PROVIDERS_DETECT)
+    async def detect(ctx: RequestContext, params: p.ProviderDetectParams) -> p.ProviderDetectResult:
+        return await providers.detect(params.baseUrl)
+
+    @router.method(p.PROVIDERS_PULL)
+    async def pull(ctx: RequestContext, params: p.ProviderPullParams) -> p.ProviderPullResult:
+        return await providers.pull(params.id, params.model, ctx.stream(p.PULL_PROGRESS).send)
+
     @router.method(p.CHAT_SEND)
     async def send(ctx: RequestContext, params: p.ChatSendParams) -> p.ChatSendResult:
         return await chat.send(params, ctx.stream(p.DELTA).send)

@@ -18,6 +18,7 @@ import msgspec
 
 from protocol import llm as p
 from sidecar.errors import InvalidValue, NotFound, Unavailable
+from sidecar.llm import local
 from sidecar.llm.providers import adapter_for
 from sidecar.llm.providers.base import (
     CallFailed,
@@ -162,6 +163,24 @@ class ProvidersService:
             return await list_models(await self.client(), adapter_for(config.kind), config, key)
         except CallFailed as exc:
             raise exc.to_error(config.id) from None
+
+    async def detect(self, base_url: str | None) -> p.ProviderDetectResult:
+        """A running Ollama at the configured Ollama providers' base URLs, $OLLAMA_HOST, the
+        default, or `base_url` (sidecar/llm/local.py)."""
+        if base_url is not None:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InvalidValue("baseUrl must be an http:// or https:// URL", "$.params.baseUrl")
+        rows = await self.store.list_providers()
+        urls = local.candidates([(r.id, r.base_url) for r in rows if r.kind == "ollama"], base_url)
+        return await local.detect(await self.client(), urls)
+
+    async def pull(self, provider_id: str, model: str, emit: local.EmitProgress) -> p.ProviderPullResult:
+        config, key = await self.resolve(provider_id)
+        if config.kind != "ollama":
+            raise InvalidValue(f"provider {provider_id} is {config.kind}: only Ollama providers pull models",
+                               "$.params.id")
+        return await local.pull(await self.client(), config, key, model, emit)
 
     # ---- helpers -------------------------------------------------------------------------------
 

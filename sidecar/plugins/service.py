@@ -48,6 +48,7 @@ from sidecar.plugins.manifest import Manifest
 from sidecar.plugins.store import PluginRow, PluginStore
 
 if TYPE_CHECKING:
+    from sidecar.plugins.process import ProcessPlugin
     from sidecar.plugins.runtime import Program, WasmEngine
 
 log = logging.getLogger("sidecar.plugins")
@@ -115,6 +116,8 @@ class PluginService:
                  reveal_secret: Callable[[str], Any] | None = None) -> None:
         self.store = store
         self.root = data_dir / "plugins"
+        self._data_root = str(self.root / "data")
+        self._run_dir = self.root / ".run"
         self.setting = setting
         self.notifier = notifier
         #: async (name) -> value, from the secret store; None when secrets are not in this build
@@ -131,6 +134,11 @@ class PluginService:
         self._http: Any = None
         self._http_lock = threading.Lock()
         self._running = False
+        #: process plugins' children, started on their first call in `_tg`
+        self._processes: dict[str, ProcessPlugin] = {}
+        self._tg: Any = None
+        #: the event bus's publish (topic, payload), connected by the events capability
+        self.publish_event: Callable[[str, dict[str, Any]], object] = lambda topic, payload: None
 
     # ---- life ----------------------------------------------------------------------------
 
@@ -145,13 +153,16 @@ class PluginService:
         self._running = True
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self._ticker)
                 tg.start_soon(self._watcher)
                 try:
                     yield
                 finally:
-                    tg.cancel_scope.cancel()
+                    tg.cancel_scope.cancel()  # ends the process plugins' children too
         finally:
+            self._tg = None
+            self._processes.clear()
             self._running = False
             if self._http is not None:
                 self._http.close()
@@ -285,6 +296,7 @@ class PluginService:
         staged = await anyio.to_thread.run_sync(self._stage, source, None)
         plugin_id = staged.manifest.id
         await anyio.to_thread.run_sync(self._commit, staged)
+        await self._stop_process(plugin_id)  # a reinstalled process plugin restarts on its next call
         await self.store.upsert(plugin_id, staged.manifest.version, str(source))
         self._rows[plugin_id] = await self._row(plugin_id)
         self._loaded[plugin_id] = self._as_loaded(staged, staged.fingerprint)
@@ -295,6 +307,7 @@ class PluginService:
 
     async def uninstall(self, plugin_id: str) -> bool:
         self._require_row(plugin_id)
+        await self._stop_process(plugin_id)
         self._loaded.pop(plugin_id, None)
         self._rows.pop(plugin_id, None)
         self._load_errors.pop(plugin_id, None)
@@ -345,15 +358,19 @@ class PluginService:
             self._log(plugin_id, "error", "host", f"reload failed, keeping the running version: {exc.message}")
             outcome = p.ReloadOutcome(plugin_id, False, loaded.manifest.version if loaded else None, exc.message)
             self.notifier.notify(p.RELOADED, p.ReloadedEvent(plugin_id, False, outcome.version, exc.message))
+            self.publish_event("plugins.reloaded", {"pluginId": plugin_id, "ok": False, "version": outcome.version,
+                                                    "error": exc.message})
             return outcome
         await anyio.to_thread.run_sync(self._commit, staged)
         self._loaded[plugin_id] = self._as_loaded(staged, staged.fingerprint)  # the atomic swap
+        await self._stop_process(plugin_id)  # the next call starts the new code
         self._load_errors.pop(plugin_id, None)
         self._load_errors.pop(plugin_id + "#fp", None)
         await self.store.set_version(plugin_id, staged.manifest.version)
         self._rows[plugin_id] = await self._row(plugin_id)
         self._log(plugin_id, "info", "host", f"reloaded version {staged.manifest.version}")
         self.notifier.notify(p.RELOADED, p.ReloadedEvent(plugin_id, True, staged.manifest.version))
+        self.publish_event("plugins.reloaded", {"pluginId": plugin_id, "ok": True, "version": staged.manifest.version})
         return p.ReloadOutcome(plugin_id, True, staged.manifest.version)
 
     # ---- state ---------------------------------------------------------------------------
@@ -403,6 +420,8 @@ class PluginService:
 
     async def set_enabled(self, plugin_id: str, enabled: bool) -> p.PluginInfo:
         self._require_row(plugin_id)
+        if not enabled:
+            await self._stop_process(plugin_id)
         await self.store.set_enabled(plugin_id, enabled)
         self._rows[plugin_id] = await self._row(plugin_id)
         await self.store.audit([(plugin_id, "enable" if enabled else "disable", plugin_id, True, _now_iso())])
@@ -426,6 +445,7 @@ class PluginService:
 
     async def revoke(self, plugin_id: str) -> p.PluginInfo:
         self._require_row(plugin_id)
+        await self._stop_process(plugin_id)
         await self.store.set_grant(plugin_id, "{}", False)
         self._rows[plugin_id] = await self._row(plugin_id)
         await self.store.audit([(plugin_id, "revoke", "*", True, _now_iso())])
@@ -471,17 +491,19 @@ class PluginService:
             raise InvalidValue(f"input does not match the tool's schema: {error.message}"[:500],
                                f"$.params.input{where}")
         manifest = loaded.manifest
-        if manifest.runtime != "wasm" or loaded.program is None:
-            raise Unavailable("process plugins are not supported by this build yet", id=plugin_id)
+        if manifest.runtime == "process":
+            return await self._call_process(plugin_id, row, loaded, tool, arguments)
+        if loaded.program is None:
+            raise Unavailable(f"plugin {plugin_id} has no program", id=plugin_id)
         perms = mf.effective(manifest.permissions, self.granted(plugin_id))
         limits = self.limits(manifest)
         payload = msgspec.json.encode({"tool": tool, "input": arguments})
         control = runtime.CallControl(limits.timeoutMs)
         sandbox = runtime.Sandbox(
-            preopens=[(str(self.root / "data" / plugin_id), "/data", True)]
+            preopens=[(f"{self._data_root}{os.sep}{plugin_id}", "/data", True)]
             + [(x.path, x.path, x.access == "rw") for x in perms.paths if os.path.isdir(x.path)],
             env=[(name, os.environ[name]) for name in perms.env if name in os.environ],
-            capture_dir=self.root / ".run")
+            capture_dir=self._run_dir)
         hc = host.PluginCall(plugin_id, perms, _Bridge(self, plugin_id), control.deadline)
         program = loaded.program
         engine = self.engine()
@@ -492,27 +514,25 @@ class PluginService:
         self._active += 1
         if self._wake is not None:
             self._wake.set()
+        def run() -> runtime.CallOutput:
+            try:
+                return engine.call(program, payload, call_limits, control, sandbox, hc)
+            finally:
+                control.finished = True
+
         try:
-            async with anyio.create_task_group() as tg:
-                async def stop_on_cancel() -> None:
-                    try:
-                        await anyio.sleep_forever()
-                    finally:
-                        control.cancel()
-                tg.start_soon(stop_on_cancel)
-                failure: Exception | None = None
-                try:
-                    out = await anyio.to_thread.run_sync(engine.call, program, payload, call_limits, control,
-                                                         sandbox, hc, abandon_on_cancel=False)
-                except Exception as exc:  # noqa: BLE001 - raised below, outside the task group
-                    failure = exc
-                finally:
-                    tg.cancel_scope.cancel()
-            if isinstance(failure, runtime.CallCancelled):
-                await anyio.lowlevel.checkpoint()  # raises the cancellation that stopped it
-                raise Unavailable("the call was stopped", id=plugin_id)
-            if failure is not None:
-                raise failure
+            try:
+                # abandoned on cancel only to stop the guest at once: the call waits below
+                # until the guest has stopped (within an epoch tick)
+                out = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            except anyio.get_cancelled_exc_class():
+                control.cancel()
+                with anyio.CancelScope(shield=True):
+                    while not control.finished:
+                        await anyio.sleep(TICK_SECONDS / 2)
+                raise
+            except runtime.CallCancelled:
+                raise Unavailable("the call was stopped", id=plugin_id) from None
             try:
                 output = msgspec.json.decode(out.output)
             except msgspec.DecodeError:
@@ -539,6 +559,52 @@ class PluginService:
                     await self.store.audit([(plugin_id, a.operation, a.target, a.allowed, _now_iso(a.at))
                                             for a in hc.audits])
 
+    async def _call_process(self, plugin_id: str, row: PluginRow, loaded: Loaded, tool: str,
+                            arguments: dict[str, Any]) -> p.CallResult:
+        from sidecar.plugins.process import ProcessPlugin, child_env
+
+        if not row.trusted:
+            await self.store.audit([(plugin_id, "run_process", tool, False, _now_iso())])
+            raise PermissionDenied(f"plugin {plugin_id} runs as a process outside the sandbox; it needs a grant "
+                                   "with trusted: true", operation="run_process", target=plugin_id)
+        if self._tg is None:
+            raise Unavailable("the plugins service is not running", id=plugin_id)
+        manifest = loaded.manifest
+        limits = self.limits(manifest)
+        perms = mf.effective(manifest.permissions, self.granted(plugin_id))
+        data_dir = self.root / "data" / plugin_id
+        proc = self._processes.get(plugin_id)
+        if proc is None:
+            proc = self._processes[plugin_id] = ProcessPlugin(
+                plugin_id, list(manifest.command), self.root / "installed" / plugin_id, data_dir,
+                lambda level, source, message: self._log(plugin_id, level, source, message))
+        stats = self.stats.setdefault(plugin_id, Stats())
+        started = time.perf_counter()
+        pid_before = proc.pid
+        ok = False
+        try:
+            output = await proc.call(self._tg, tool, arguments, timeout_ms=limits.timeoutMs,
+                                     memory_bytes=limits.memoryBytes, env=child_env(plugin_id, data_dir, perms.env))
+            ok = True
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            stats.calls += 1
+            stats.durations.append(elapsed)
+            if not ok:
+                stats.errors += 1
+            if proc.pid is not None and proc.pid != pid_before:
+                with anyio.CancelScope(shield=True):
+                    await self.store.audit([(plugin_id, "run_process", f"pid {proc.pid}", True, _now_iso())])
+        usage = proc.usage()
+        rss = usage[0] if usage else 0
+        stats.peak_memory = max(stats.peak_memory, rss)
+        return p.CallResult(output, 0, rss, round(elapsed, 3))
+
+    async def _stop_process(self, plugin_id: str) -> None:
+        proc = self._processes.pop(plugin_id, None)
+        if proc is not None:
+            await proc.stop()
+
     # ---- logs, stats, audit ----------------------------------------------------------------
 
     def _log(self, plugin_id: str, level: str, source: str, message: str) -> None:
@@ -559,8 +625,11 @@ class PluginService:
         out = []
         for pid in ids:
             s = self.stats.get(pid, Stats())
+            proc = self._processes.get(pid)
+            usage = proc.usage() if proc is not None else None
             out.append(p.PluginStats(pid, s.calls, s.errors, s.fuel, s.peak_memory, s.percentile(0.5),
-                                     s.percentile(0.99)))
+                                     s.percentile(0.99), rssBytes=usage[0] if usage else None,
+                                     cpuSeconds=usage[1] if usage else None))
         return out
 
     async def audit(self, plugin_id: str | None, since: str | None, limit: int) -> list[p.AuditRow]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
+
 from sidecar.capability import Capability, Platform
 from sidecar.projects import handlers
 from sidecar.projects.service import Limits, ProjectsService
@@ -37,4 +39,7 @@ class ProjectsCapability(Capability):
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         await self.service.recover()  # replies cut off by a crash: "streaming" -> "incomplete"
-        yield
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.service.run_indexer)  # messages reach the search indexes in batches
+            yield
+            tg.cancel_scope.cancel()

@@ -8,6 +8,11 @@ Chat (another capability) calls this in-process as replies stream:
 
 Each call is one transaction, so a crash leaves the last checkpoint as a whole row; at
 start-up `recover()` marks every message still "streaming" as "incomplete".
+
+Messages reach the full-text indexes in batches: a write queues them (in its own
+transaction), `run_indexer` indexes the queue a moment later, and a search indexes whatever
+is still queued before it looks, so it never misses a finished message. A message is
+indexed once it is no longer streaming, so checkpoints never rewrite index rows.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import apsw
 import msgspec
 
@@ -35,6 +41,10 @@ from sidecar.store.database import Database
 log = logging.getLogger("sidecar.projects")
 
 ROLES = ("system", "user", "assistant", "tool")
+#: queued messages indexed per write transaction (a few tens of ms each)
+INDEX_BATCH = 2000
+#: how long the background indexer lets writes gather before indexing them
+INDEX_DELAY_SECONDS = 0.25
 FINAL_STATUSES = ("complete", "cancelled", "error")
 _PARTS = msgspec.json.Decoder(list[ContentPart])
 _ENCODE = msgspec.json.Encoder()
@@ -153,6 +163,7 @@ class ProjectsService:
     def __init__(self, db: Database, limits: Callable[[], Limits] | None = None) -> None:
         self.db = db
         self._limits = limits or (lambda: Limits(10 * 1024 * 1024, 100 * 1024 * 1024))
+        self._queued: anyio.Event | None = None  # set by message writes while run_indexer runs
 
     # ---- start-up ----------------------------------------------------------------------------
 
@@ -162,6 +173,33 @@ class ProjectsService:
         if count:
             log.warning("%d message(s) were cut off mid-stream; marked incomplete", count)
         return count
+
+    # ---- the message index -------------------------------------------------------------------
+
+    async def index_pending(self) -> int:
+        """Index every queued message that is no longer streaming, INDEX_BATCH per transaction;
+        returns how many."""
+        total = 0
+        while True:
+            done = await self.db.write(lambda c: store.index_unindexed(c, INDEX_BATCH))
+            total += done
+            if done < INDEX_BATCH:
+                return total
+
+    async def run_indexer(self) -> None:
+        """Index queued messages a moment after they are written, until cancelled."""
+        while True:
+            self._queued = anyio.Event()
+            try:
+                await self.index_pending()
+            except Exception:  # noqa: BLE001 - a search indexes what is left; keep going
+                log.exception("messages could not be indexed")
+            await self._queued.wait()
+            await anyio.sleep(INDEX_DELAY_SECONDS)
+
+    def _wrote_messages(self) -> None:
+        if self._queued is not None:
+            self._queued.set()
 
     # ---- projects ----------------------------------------------------------------------------
 
@@ -233,7 +271,10 @@ class ProjectsService:
             return copy.id
         if name is not None:
             _check_name(name)
-        return await self.get_project(await self.db.write(run))
+        copy_id = await self.db.write(run)
+        if include_conversations:
+            self._wrote_messages()
+        return await self.get_project(copy_id)
 
     async def save_project(self, project_id: str, files: Sequence[tuple[str, str | None, str | None]]) -> tuple[list[FileRow], list[str]]:
         """Replace the project's files with `files` ((path, text, base64) each) in one
@@ -373,8 +414,16 @@ class ProjectsService:
         offset = _offset(cursor)
         if match is None:
             return Page([], None)
-        rows = await self.db.read(lambda c: store.search_messages(c, match[0], match[1], project_id, offset,
-                                                                  limit + 1))
+
+        def run(conn: apsw.Connection) -> list[tuple] | None:
+            if store.has_unindexed(conn):
+                return None  # index them first: a search must see every finished message
+            return store.search_messages(conn, match[0], match[1], project_id, offset, limit + 1)
+        rows = await self.db.read(run)
+        if rows is None:
+            await self.index_pending()
+            rows = await self.db.read(lambda c: store.search_messages(c, match[0], match[1], project_id, offset,
+                                                                      limit + 1))
         return _page(rows, offset, limit)
 
     # ---- messages (chat writes these as a reply streams) ---------------------------------------
@@ -395,11 +444,14 @@ class ProjectsService:
             rows.append((role, _ENCODE.encode(list(parts)).decode(), parts_text(parts)))
 
         def run(conn: apsw.Connection) -> int:
-            self._conversation(conn, conversation_id)
             for role, content, text in rows:
-                store.insert_message(conn, new_id("m"), conversation_id, role, content, text, "", 0, 0, "complete")
+                if store.insert_message(conn, new_id("m"), conversation_id, role, content, text, "", 0, 0,
+                                        "complete") is None:
+                    raise _no_conversation(conversation_id)
             return len(rows)
-        return await self.db.write(run)
+        count = await self.db.write(run)
+        self._wrote_messages()
+        return count
 
     async def begin_message(self, conversation_id: str, role: str = "assistant", model: str = "") -> str:
         """A new message with no content yet, status "streaming"; returns its id."""
@@ -427,10 +479,15 @@ class ProjectsService:
         usage = usage or Usage()
 
         def run(conn: apsw.Connection) -> MessageRow:
-            self._conversation(conn, conversation_id)
-            return store.insert_message(conn, new_id("m"), conversation_id, role, content, text, model,
-                                        usage.inputTokens, usage.outputTokens, status)
-        return await self.db.write(run)
+            row = store.insert_message(conn, new_id("m"), conversation_id, role, content, text, model,
+                                       usage.inputTokens, usage.outputTokens, status)
+            if row is None:
+                raise _no_conversation(conversation_id)
+            return row
+        row = await self.db.write(run)
+        if status != "streaming":
+            self._wrote_messages()
+        return row
 
     async def _update(self, message_id: str, parts: Sequence[ContentPart], usage: Usage | None, status: str,
                       error: str | None) -> None:
@@ -445,6 +502,8 @@ class ProjectsService:
                 raise NotFound(f"no message {message_id}", id=message_id)
             raise InvalidValue(f"message {message_id} is no longer streaming", "$.params.id")
         await self.db.write(run)
+        if status != "streaming":  # finished: indexable now
+            self._wrote_messages()
 
     # ---- helpers -----------------------------------------------------------------------------
 

@@ -224,16 +224,20 @@ def copy_conversations(conn: apsw.Connection, source: str, target: str) -> None:
 
 
 def insert_message(conn: apsw.Connection, id_: str, conversation_id: str, role: str, content: str, text: str,
-                   model: str, input_tokens: int, output_tokens: int, status: str) -> MessageRow:
-    position = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM messages WHERE conversation_id = ?",
-                            (conversation_id,)).fetchone()[0]
-    conn.execute("INSERT INTO messages (id, conversation_id, position, role, content, text, model, input_tokens, "
-                 "output_tokens, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (id_, conversation_id, position, role, content, text, model, input_tokens, output_tokens, status))
+                   model: str, input_tokens: int, output_tokens: int, status: str) -> MessageRow | None:
+    """The message at the end of the conversation; None (nothing written) if there is no such
+    conversation. Two statements: touching the conversation tells whether it exists, and the
+    insert finds its position and returns the row it wrote."""
     conn.execute(f"UPDATE conversations SET updated_at = {NOW} WHERE id = ?", (conversation_id,))
-    row = get_message(conn, id_)
-    assert row is not None
-    return row
+    if conn.changes() == 0:
+        return None
+    row = conn.execute(
+        "INSERT INTO messages (id, conversation_id, position, role, content, text, model, input_tokens, "
+        "output_tokens, status) SELECT ?, ?, coalesce((SELECT position + 1 FROM messages WHERE conversation_id = ? "
+        f"ORDER BY position DESC LIMIT 1), 0), ?, ?, ?, ?, ?, ?, ? RETURNING {_M}",
+        (id_, conversation_id, conversation_id, role, content, text, model, input_tokens, output_tokens,
+         status)).fetchall()[0]
+    return MessageRow(*row)
 
 
 def get_message(conn: apsw.Connection, id_: str) -> MessageRow | None:
@@ -262,25 +266,61 @@ def mark_streaming_incomplete(conn: apsw.Connection) -> int:
     return conn.changes()
 
 
+# ---- the message index queue (see migrations/0002_projects_core.sql) -----------------------------
+
+# CROSS JOIN keeps the queue as the outer loop (each message looked up by pk); the planner
+# would otherwise scan every message
+_QUEUED = ("FROM messages_unindexed q CROSS JOIN messages m ON m.pk = q.pk "
+           "WHERE q.pk <= ? AND m.status <> 'streaming'")
+
+
+def has_unindexed(conn: apsw.Connection) -> bool:
+    """Whether a finished message waits to be indexed (a search must index it first)."""
+    return bool(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM messages_unindexed q CROSS JOIN messages m ON m.pk = q.pk "
+        "WHERE m.status <> 'streaming')").fetchone()[0])
+
+
+def index_unindexed(conn: apsw.Connection, batch: int) -> int:
+    """Move up to `batch` queued messages that are no longer streaming into both indexes
+    (the trigram one only for non-ASCII text); returns how many."""
+    hi = conn.execute(
+        "SELECT max(pk) FROM (SELECT q.pk FROM messages_unindexed q CROSS JOIN messages m ON m.pk = q.pk "
+        "WHERE m.status <> 'streaming' ORDER BY q.pk LIMIT ?)", (batch,)).fetchone()[0]
+    if hi is None:
+        return 0
+    conn.execute(f"INSERT INTO messages_fts (rowid, text) SELECT m.pk, m.text {_QUEUED}", (hi,))
+    conn.execute(f"INSERT INTO messages_tri (rowid, text) SELECT m.pk, m.text {_QUEUED} "
+                 "AND length(m.text) <> length(CAST(m.text AS BLOB))", (hi,))
+    conn.execute("DELETE FROM messages_unindexed WHERE pk <= ? "
+                 "AND pk NOT IN (SELECT pk FROM messages WHERE status = 'streaming')", (hi,))
+    return conn.changes()
+
+
 # ---- full-text search ----------------------------------------------------------------------------
 
 _WORDISH = re.compile(r"\w", re.UNICODE)
+
+
+def _non_latin(term: str) -> bool:
+    return any(ord(ch) > 0x24F and ch.isalnum() for ch in term)
 
 
 def fts_match(query: str) -> tuple[str, str] | None:
     """(index kind, FTS5 MATCH expression) for a user's query, every term quoted so `"`, `*`,
     `-`, `NEAR`, `OR`, parentheses... are plain text; None when no term has a letter or digit.
 
-    Terms of 3+ characters with any non-Latin letter (Korean, Japanese, ...) use the trigram
-    index, where a quoted term matches any substring (`베이스` in `데이터베이스를`), when every term
-    is 3+ characters long (the trigram index cannot match shorter ones). Otherwise the word
-    index (unicode61, diacritics removed) with each term as a prefix (`migrat` finds
-    `migration`, `회의` finds `회의를`). Terms are ANDed."""
+    When a term has a non-Latin letter (Korean, Japanese, Cyrillic...: past U+024F) and every
+    term is 3+ characters long (the trigram index cannot match shorter ones), the trigram
+    index, where a quoted term matches any substring (`베이스` in `데이터베이스를`). (It holds only
+    non-ASCII messages: a non-Latin term cannot occur in any other.) Otherwise the word index
+    (unicode61, diacritics removed: `cafe` and `café` find each other) with each term as a
+    prefix (`migrat` finds `migration`, `회의` finds `회의를`). Terms are ANDed."""
     terms = [t for t in query.split() if _WORDISH.search(t)]
     if not terms:
         return None
     quoted = ['"' + t.replace('"', '""') + '"' for t in terms]
-    if all(len(t) >= 3 for t in terms) and any(not t.isascii() for t in terms):
+    if all(len(t) >= 3 for t in terms) and any(_non_latin(t) for t in terms):
         return "tri", " ".join(quoted)
     return "fts", " ".join(q + "*" for q in quoted)
 

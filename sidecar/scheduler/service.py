@@ -99,7 +99,7 @@ class SchedulerService:
         now = self._ts()
         schedule = schedules.build(params.timezone, cron=params.schedule.cron, every=params.schedule.every,
                                    at=params.schedule.at, anchor=schedules.from_epoch(now))
-        self._check_target(params.target, "$.params.target")
+        await self._check_target(params.target, "$.params.target")
         first = schedule.next_after(schedules.from_epoch(now))
         if first is None:
             raise InvalidValue(f"{params.schedule.at} is in the past: a one-shot job needs a time to come",
@@ -145,7 +145,7 @@ class SchedulerService:
                                    "$.params.schedule.at")
             job.next_run_at = nxt.timestamp()
         if "target" in changes:
-            self._check_target(new_spec.target, "$.params.target")
+            await self._check_target(new_spec.target, "$.params.target")
         if enabled and not job.enabled and not timing_changed:  # resumed: from now on, none missed
             job.next_run_at = planning.next_fire(job, now)
         job.name = new_spec.name
@@ -196,11 +196,34 @@ class SchedulerService:
                 break
         return times
 
-    def _check_target(self, target: p.Target, path: str) -> None:
-        if isinstance(target, p.WorkflowTarget) and self._workflows() is None:
-            raise Unavailable("workflows are not available in this build of the daemon", path=path)
-        if isinstance(target, p.ChatTarget) and self._chat() is None:
-            raise Unavailable("chat (agents and models) is not available in this build of the daemon", path=path)
+    async def _check_target(self, target: p.Target, path: str) -> None:
+        """A workflow or chat target must be runnable in this build and name what exists now
+        (a workflow, an agent, a provider); a later deletion fails the runs, not the job."""
+        if isinstance(target, p.WorkflowTarget):
+            workflows = self._workflows()
+            if workflows is None:
+                raise Unavailable("workflows are not available in this build of the daemon", path=path)
+            try:
+                await workflows.get(target.id)
+            except NotFound:
+                raise NotFound(f"no workflow {target.id}", id=target.id, path=f"{path}.id") from None
+        elif isinstance(target, p.ChatTarget):
+            if self._chat() is None:
+                raise Unavailable("chat (agents and models) is not available in this build of the daemon", path=path)
+            agents = self._service("sidecar.agents.service", "AgentsService")
+            if agents is not None:
+                try:
+                    agents.get(target.agent)
+                except NotFound:
+                    raise NotFound(f"no agent named {target.agent!r}", name=target.agent,
+                                   path=f"{path}.agent") from None
+            providers = self._service("sidecar.llm.service", "ProvidersService")
+            if providers is not None and target.provider is not None:
+                try:
+                    await providers.get(target.provider)
+                except NotFound:
+                    raise NotFound(f"no provider {target.provider}", id=target.provider,
+                                   path=f"{path}.provider") from None
 
     # ---- wire shapes ---------------------------------------------------------------------------
 

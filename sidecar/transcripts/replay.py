@@ -7,15 +7,23 @@ ids they answer, notifications by method and content. A message that fits nothin
 current group is kept: a later group may expect it (a stream that runs late), and whatever
 is left when the daemon has exited is reported as unexpected. An optional line that has not
 arrived when its group is complete stays welcome later and is never missed.
+
+A transcript of a session that calls an HTTP service (chat with an LLM provider) has a
+`<name>.fixtures.json` beside it: the test HTTP server to run on 127.0.0.1
+(`tests/support/http_fixture.py`, found relative to that file, so only a dev checkout can
+replay it), the responses each route gives in turn, and the base URL the session was recorded
+against. Replay starts that server and writes its URL in place of the recorded one into every
+client message (server messages that echo it carry a `regex:` matcher).
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -120,15 +128,75 @@ def replay(source: Transcript | Path | str, *, daemon: Sequence[str] | None = No
     """Replay a transcript against a fresh daemon (`daemon`: a command line used as it is,
     else this sidecar's serve on a temporary data dir) and report what differed."""
     transcript = source if isinstance(source, Transcript) else load(source)
-    with tempfile.TemporaryDirectory(prefix="sidecar-replay-") as tmp:
+    fixtures = fixtures_path(transcript.source)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sidecar-replay-"))
         argv = list(daemon) if daemon else daemon_command(transcript, Path(tmp) / "data")
-        return _Replayer(transcript, argv, timeout, stderr, env).run()
+        rewrite: tuple[bytes, bytes] | None = None
+        if fixtures is not None:
+            try:
+                recorded_url, live_url = stack.enter_context(http_fixtures(fixtures))
+            except (OSError, ValueError, KeyError, ImportError) as exc:
+                report = ReplayReport(transcript.source, argv)
+                report.differences.append(Difference(None, f"cannot start the HTTP fixtures of {fixtures}",
+                                                     detail=f"{type(exc).__name__}: {exc}"))
+                return report
+            rewrite = (recorded_url.encode(), live_url.encode())
+        return _Replayer(transcript, argv, timeout, stderr, env, rewrite).run()
+
+
+def fixtures_path(source: str) -> Path | None:
+    """`<name>.fixtures.json` beside the transcript `<name>.jsonl`, if there is one."""
+    if source.startswith("<"):
+        return None
+    path = Path(source)
+    candidate = path.with_name(path.stem + ".fixtures.json")
+    return candidate if candidate.is_file() else None
+
+
+@contextlib.contextmanager
+def http_fixtures(path: Path) -> Iterator[tuple[str, str]]:
+    """Serve the routes of a fixtures file; (the recorded base URL, the live one).
+
+    The file: `{"server": "<path of http_fixture.py>", "url": "<recorded base URL>", "routes":
+    [{"method", "path", "responses": [R, ...]}]}`, paths relative to the file. R is
+    `{"file": ..., "chunkSize"?, "headers"?}` (a recorded body, `Response.from_file`) or the
+    fields of `Response` (`status`, `headers`, `body`: a list of strings, `chunked`, `stall`...)."""
+    import importlib.util
+
+    spec_data = msgspec.json.decode(path.read_bytes())
+    server_file = (path.parent / spec_data["server"]).resolve()
+    name = "_sidecar_replay_http_fixture"
+    module = sys.modules.get(name)
+    if module is None or Path(module.__file__ or "") != server_file:
+        spec = importlib.util.spec_from_file_location(name, server_file)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {server_file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    with module.HttpFixtureServer() as server:
+        for route in spec_data["routes"]:
+            responses = []
+            for item in route["responses"]:
+                item = dict(item)
+                if "file" in item:
+                    responses.append(module.Response.from_file(path.parent / item.pop("file"),
+                                                               chunk_size=item.pop("chunkSize", None), **item))
+                else:
+                    item["body"] = [chunk.encode() for chunk in item.get("body", [])]
+                    responses.append(module.Response(**item))
+            server.route(route["method"], route["path"], *responses)
+        yield spec_data["url"], server.url
 
 
 class _Replayer:
     def __init__(self, transcript: Transcript, argv: list[str], timeout: float,
-                 stderr: IO[bytes] | int | None, env: dict[str, str] | None) -> None:
+                 stderr: IO[bytes] | int | None, env: dict[str, str] | None,
+                 rewrite: tuple[bytes, bytes] | None = None) -> None:
         self.transcript = transcript
+        #: (recorded, live) base URL of the HTTP fixtures, replaced in client messages
+        self.rewrite = rewrite
         self.timeout = timeout
         self.report = ReplayReport(transcript.source, argv)
         self.daemon = DaemonPipe(argv, stderr, env)
@@ -188,7 +256,13 @@ class _Replayer:
             self.daemon.close_stdin()
             return True
         raw = line.raw_bytes()
-        data = raw if raw is not None else frame(msgspec.json.encode(line.msg), framing)
+        if raw is not None:
+            data = raw
+        else:
+            payload = msgspec.json.encode(line.msg)
+            if self.rewrite is not None:
+                payload = payload.replace(*self.rewrite)
+            data = frame(payload, framing)
         try:
             self.daemon.send(data)
         except (OSError, ValueError) as exc:  # a broken pipe, or stdin closed by an earlier line

@@ -8,8 +8,14 @@ dependents start only once its completion is committed. After a crash, a run sti
 running is resumed: finished steps keep their recorded outputs; a step that was running is
 run again (same attempt number) with the same idempotency key (`<runId>:<stepId>`), which
 http steps send as the `Idempotency-Key` header and tool steps pass in `ToolCall.extra`.
-A loop's items and a called workflow's steps are not journalled one by one: after a crash,
-the loop (or the call) runs again as a whole.
+The steps inside a loop's items and a called workflow are journalled the same way, under
+prefixed ids (`each[3].fetch`, `call.render`, `call.inner[0].x`; idempotency key
+`<runId>:<prefixed id>`). When the loop (or the call) runs again after a crash or a
+`workflows/resume`, the nested steps that had succeeded keep their outputs and are not run
+again; the others run. Nested steps are matched by item index and step id: a loop's `items`
+are rendered again from the recorded outputs they depend on, so they are the same list; a
+called workflow edited in between is run with the recorded outputs of its steps that still
+exist.
 """
 
 from __future__ import annotations
@@ -195,6 +201,10 @@ class RunContext:
     engine: Engine
     limiter: anyio.CapacityLimiter
     depth: int = 0
+    #: nested steps (loop items' bodies, called workflows' steps) that finished before a crash
+    #: or a failure, by their prefixed id (`each[3].fetch`, `call.x`): taken once, when their
+    #: graph runs again
+    recovered: dict[str, StepState] = field(default_factory=dict)
 
 
 # --- the graph runner ------------------------------------------------------------------------------
@@ -218,6 +228,11 @@ class GraphRunner:
 
     async def run(self) -> None:
         graph = self.graph
+        if self.prefix and self.ctx.recovered:
+            for sid in graph.steps:
+                done = self.ctx.recovered.pop(self.prefix + sid, None)
+                if done is not None:
+                    self.states.setdefault(sid, done)
         for sid in graph.steps:
             self.states.setdefault(sid, StepState())
         for sid, deps in graph.deps.items():
@@ -269,7 +284,7 @@ class GraphRunner:
         state = self.states[sid]
         state.status = "skipped"
         state.finished_at = now_iso()
-        self.recorder.step_changed(sid, state, self._key(sid))
+        self._changed(sid)
         self.recorder.emit("step.skipped", self.prefix + sid, reason=reason)
         if cascade:
             self._finished(sid)
@@ -287,7 +302,7 @@ class GraphRunner:
                 pstate.status = "recovered"
                 pstate.output = fstate.output
                 pstate.recovered_by = sid
-                self.recorder.step_changed(primary, pstate, self._key(primary))
+                self._changed(primary)
             self._finished(primary)
         for dependent in self.graph.dependents[sid]:
             self.remaining[dependent] -= 1
@@ -299,7 +314,7 @@ class GraphRunner:
         state.status = "failed"
         state.error = error
         state.finished_at = now_iso()
-        self.recorder.step_changed(sid, state, self._key(sid))
+        self._changed(sid)
         self.recorder.emit("step.failed", self.prefix + sid, error=error, attempt=state.attempts)
         self._after_failure(sid, error)
 
@@ -324,6 +339,9 @@ class GraphRunner:
     def _key(self, sid: str) -> str:
         return f"{self.ctx.run_id}:{self.prefix}{sid}"
 
+    def _changed(self, sid: str) -> None:
+        self.recorder.step_changed(self.prefix + sid, self.states[sid], self._key(sid))
+
     def _data(self, sid: str, attempt: int) -> Mapping[str, Any]:
         return ChainMap({"step": {"id": sid, "attempt": attempt, "idempotencyKey": self._key(sid)}}, self.scope)
 
@@ -339,7 +357,7 @@ class GraphRunner:
                 state.error = None
                 state.started_at = now_iso()
                 state.started = time.perf_counter()
-                self.recorder.step_changed(sid, state, self._key(sid))
+                self._changed(sid)
                 self.recorder.emit("step.started", self.prefix + sid, attempt=attempt)
                 try:
                     if step.timeoutMs is not None:
@@ -365,7 +383,7 @@ class GraphRunner:
                 state.output = output
                 state.finished_at = now_iso()
                 state.duration_ms = (time.perf_counter() - state.started) * 1000
-                self.recorder.step_changed(sid, state, self._key(sid))
+                self._changed(sid)
                 self.recorder.emit("step.succeeded", self.prefix + sid, attempt=attempt, output=output)
                 with anyio.CancelScope(shield=True):
                     await self.recorder.durable()
@@ -375,7 +393,7 @@ class GraphRunner:
             if not self.ctx.engine.shutting_down:
                 state.status = "cancelled"
                 state.finished_at = now_iso()
-                self.recorder.step_changed(sid, state, self._key(sid))
+                self._changed(sid)
                 self.recorder.emit("step.cancelled", self.prefix + sid, attempt=attempt)
             raise
 
@@ -428,7 +446,7 @@ class GraphRunner:
                 states: dict[str, StepState] = {}
                 scope = ChainMap({"loop": {"item": item, "index": index},
                                   "steps": ChainMap(StepsView(states), self.scope["steps"])}, self.scope)
-                runner = GraphRunner(self.ctx, body, scope, states, NestedRecorder(self.recorder),
+                runner = GraphRunner(self.ctx, body, scope, states, self.recorder,
                                      prefix=f"{self.prefix}{step.id}[{index}].")
                 await runner.run()
                 if step.body is not None and step.body.output is not None:
@@ -452,25 +470,6 @@ def backoff_ms(policy: w.RetryPolicy, attempt: int) -> float:
 
 
 # --- recorders ------------------------------------------------------------------------------------
-
-class NestedRecorder:
-    """Steps of a loop body or a called workflow: events go to the run's log, states are not
-    journalled one by one."""
-
-    __slots__ = ("parent",)
-
-    def __init__(self, parent: Recorder) -> None:
-        self.parent = parent
-
-    def emit(self, type: str, step_id: str | None = None, **payload: Any) -> None:
-        self.parent.emit(type, step_id, **payload)
-
-    def step_changed(self, step_id: str, state: StepState, idempotency_key: str) -> None:
-        pass
-
-    async def durable(self) -> None:
-        pass
-
 
 EventSink = Callable[[w.WorkflowEvent], None]
 BusPublish = Callable[[str, dict[str, Any]], Any]
@@ -527,6 +526,8 @@ class Run:
     inputs: dict[str, Any]
     workflow_id: str
     states: dict[str, StepState] = field(default_factory=dict)
+    #: nested steps recorded before a restart or a resume (see RunContext.recovered)
+    recovered: dict[str, StepState] = field(default_factory=dict)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     listeners: list[EventSink] = field(default_factory=list)
@@ -606,7 +607,8 @@ class Engine:
         self._tg.start_soon(self._execute, run, graph, recorder, name=f"workflow run {run.id}")
 
     async def _execute(self, run: Run, graph: document.Graph, recorder: RunRecorder) -> None:
-        ctx = RunContext(run.id, run.workflow_id, self, anyio.CapacityLimiter(max(1, self.max_parallel())))
+        ctx = RunContext(run.id, run.workflow_id, self, anyio.CapacityLimiter(max(1, self.max_parallel())),
+                         recovered=run.recovered)
         scope = {"inputs": run.inputs, "steps": StepsView(run.states),
                  "run": {"id": run.id, "workflowId": run.workflow_id}}
         runner = GraphRunner(ctx, graph, scope, run.states, recorder)
@@ -664,8 +666,8 @@ class Engine:
         inputs = document.apply_inputs(wf, params.inputs, "$.inputs.inputs")
         states: dict[str, StepState] = {}
         scope = {"inputs": inputs, "steps": StepsView(states), "run": {"id": ctx.run_id, "workflowId": wf.id}}
-        child = RunContext(ctx.run_id, wf.id, self, ctx.limiter, ctx.depth + 1)
-        runner = GraphRunner(child, document.build_graph(wf.steps), scope, states, NestedRecorder(recorder), prefix)
+        child = RunContext(ctx.run_id, wf.id, self, ctx.limiter, ctx.depth + 1, ctx.recovered)
+        runner = GraphRunner(child, document.build_graph(wf.steps), scope, states, recorder, prefix)
         try:
             await runner.run()
         except RunAborted as exc:

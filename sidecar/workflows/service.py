@@ -228,8 +228,11 @@ class WorkflowService:
             run.listeners.append(sink)
         keep = {"succeeded", "recovered", "skipped", "failed"} if interrupted else {"succeeded", "recovered"}
         known = {s.id for s in wf.steps}
-        for step in await self.store.steps(row.id):
+        rows = await self.store.steps(row.id)
+        nested = []
+        for step in rows:
             if step.step_id not in known:
+                nested.append(step)
                 continue
             state = StepState(attempts=step.attempts, started_at=step.started_at)
             if step.status in keep:
@@ -239,6 +242,13 @@ class WorkflowService:
                 state.finished_at = step.finished_at
                 state.duration_ms = step.duration_ms
             run.states[step.step_id] = state
+        for step in nested:  # inside loops and calls: what succeeded is not run again
+            top = _top_step(step.step_id)
+            if step.status in ("succeeded", "recovered") and top in known and run.states.get(top, _PENDING).status \
+                    not in ("succeeded", "recovered", "skipped"):
+                run.recovered[step.step_id] = StepState(
+                    status=step.status, attempts=step.attempts, output=decode_json(step.output),
+                    started_at=step.started_at, finished_at=step.finished_at, duration_ms=step.duration_ms)
         recorder = RunRecorder(run, self.engine.journal, self.engine.publish, seq=await self.store.last_seq(row.id))
         recorder.emit("run.resumed", None, reason="restart" if interrupted else "resume",
                       completed=sorted(s for s, st in run.states.items() if st.status in ("succeeded", "recovered")))
@@ -315,6 +325,14 @@ class WorkflowService:
             raise SidecarError(f"the {kind} block failed: {error.get('message', result.status)}", runId=run.id,
                                error=error)
         return w.BlockRunResult(result.outputs.get("output"))
+
+
+_PENDING = StepState()
+
+
+def _top_step(nested_id: str) -> str:
+    """The top-level step a nested step id belongs to: `each[3].fetch` -> `each`."""
+    return nested_id.split(".", 1)[0].split("[", 1)[0]
 
 
 def default_file_root(data_dir: Path) -> Path:

