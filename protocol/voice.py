@@ -13,7 +13,7 @@ from protocol.spec import MethodSpec, NotificationSpec
 from protocol.streaming import StreamEvent
 
 Id = Annotated[str, Meta(min_length=1, max_length=100)]
-Language = Annotated[str, Meta(pattern=r"^[a-z]{2}$", description="A language code: en or ko.")]
+Language = Annotated[str, Meta(pattern=r"^[a-z]{2}\Z", description="A language code: en or ko.")]
 Text = Annotated[str, Meta(min_length=1, max_length=10_000)]
 Template = Annotated[str, Meta(min_length=1, max_length=2000,
                                description="A hassil sentence template: (a|b) alternatives, [optional] words, "
@@ -261,7 +261,7 @@ class ConversationListParams(msgspec.Struct, omit_defaults=True, forbid_unknown_
 
 
 class PatternCreateParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
-    intent: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z]{1,63}$")]
+    intent: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z]{1,63}\Z")]
     template: Template
     language: Language = "en"
     slots: dict[str, Any] = {}
@@ -269,7 +269,7 @@ class PatternCreateParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fie
 
 class PatternUpdateParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     id: Id
-    intent: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z]{1,63}$")] | None = None
+    intent: Annotated[str, Meta(pattern=r"^[A-Z][A-Za-z]{1,63}\Z")] | None = None
     template: Template | None = None
     language: Language | None = None
     slots: dict[str, Any] | None = None

@@ -207,12 +207,12 @@ def test_exit_while_stdout_is_slow_never_cuts_a_frame(data_dir: Path) -> None:
         out += proc.stdout.read(200_000)
         proc.stdin.write(req("down", "shutdown") + note("exit"))
         proc.stdin.flush()
-        while True:  # a slow reader: 64 KiB every 5 ms
+        while True:  # a slow reader: 64 KiB every 50 ms, too slow to drain 8 MB before exit
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
                 break
             out += chunk
-            time.sleep(0.005)
+            time.sleep(0.05)
         assert proc.wait(timeout=TIMEOUT) == 0
     finally:
         proc.kill()

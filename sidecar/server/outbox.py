@@ -51,6 +51,7 @@ class Outbox:
         self.broken = False  # the reader went away, or writing failed
         self._write_scope: anyio.CancelScope | None = None
         self._abandoned = False
+        self._in_flight = 0  # bytes taken off the queue and being written
 
     def put_nowait(self, data: bytes, *, droppable: bool = False) -> None:
         if self.broken:
@@ -109,6 +110,7 @@ class Outbox:
                 batch.append(item)
                 size += len(item)
             self._writing = True
+            self._in_flight = size
             try:
                 # once begun, a write completes even if the writer is cancelled: a partial
                 # frame would corrupt the shell's stream (the session bounds how long it waits)
@@ -124,6 +126,7 @@ class Outbox:
                 self._writing = False
                 self._write_scope = None
             self.pending_bytes -= size
+            self._in_flight = 0
             if self.pending_bytes < self.limit_bytes:
                 self._has_space.set()
 
@@ -138,14 +141,20 @@ class Outbox:
         if self._on_broken is not None:
             self._on_broken()
 
-    def close(self, *, drop_notifications: bool = False) -> None:
+    def close(self) -> None:
         """No more messages; `run` returns once the queue is drained."""
-        if drop_notifications and self._items:
-            kept = deque(item for item in self._items if not item[1])
-            self.pending_bytes = sum(len(data) for data, _ in kept)
-            self._items = kept
         self._closed = True
         self._has_items.set()
+
+    def drop_notifications(self) -> int:
+        """Forget queued notifications not yet begun (answers stay); the bytes dropped."""
+        before = self.pending_bytes
+        kept = deque(item for item in self._items if not item[1])
+        self.pending_bytes = sum(len(data) for data, _ in kept) + self._in_flight
+        self._items = kept
+        if self.pending_bytes < self.limit_bytes:
+            self._has_space.set()
+        return before - self.pending_bytes
 
     def abandon(self) -> None:
         """Give up, even on a write in flight (only when the shell has stopped reading for

@@ -219,9 +219,17 @@ class Session:
         return self.exit_code
 
     async def _flush_output(self) -> None:
-        """Write what is still queued, within `exit_drain_seconds`; past that, finish only the
-        write in flight (never half a frame) and give up on a shell that stopped reading."""
+        """Write what is still queued, within `exit_drain_seconds`. A shell reading too
+        slowly for that loses the queued notifications (their requests are cancelled
+        anyway) but still gets the answers, `shutdown`'s included, and the write in flight
+        is always finished: never half a frame. Only a shell that stopped reading for good
+        is given up on, after `exit_drain_seconds` more."""
         self.outbox.close()
+        with anyio.move_on_after(self.config.exit_drain_seconds):
+            await self.outbox.drain()
+            return
+        dropped = self.outbox.drop_notifications()
+        log.info("the shell reads slowly: %d queued notification bytes dropped at exit", dropped)
         with anyio.move_on_after(self.config.exit_drain_seconds):
             await self.outbox.drain()
             return
