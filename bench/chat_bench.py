@@ -1,27 +1,66 @@
 """chat/send overheads against a bare httpx client reading the same fixture stream.
 
-    .venv/bin/python bench/chat_bench.py [--events 2000] [--runs 5]
+    .venv/bin/python bench/chat_bench.py [--runs 200] [--warmup 20] [--events 2000] [--event-runs 5]
 
-The fixture server (tests/support/http_fixture.py) on 127.0.0.1 serves an Anthropic SSE stream
-of N text deltas. Three readers, each timed from sending the request:
-- bare: httpx `client.stream` + `aiter_lines` + a JSON decode per `data:` line (the floor);
-- adapter: `stream_chat` through the Anthropic adapter (our SSE parser, normalised events);
-- daemon: `chat/send` through the real session in process (tests/harness.py): provider
-  resolution, agent-less turn, conversation and message writes, every event encoded as a
-  `chat/delta` notification and written to the session's output.
-Per-event overhead = (reader total - bare total) / N; first-token overhead = the reader's time
-to its first text event - bare's. Median of --runs runs.
+The fixture server (tests/support/http_fixture.py) runs in a process of its own on 127.0.0.1,
+so neither side shares an interpreter (or a GIL) with it. It stamps every request when it has
+read it whole (`time.monotonic()`, the same system-wide clock as `perf_counter` here), which
+splits each first-token time in two: *to request* (from the moment the reader starts until
+the server has the request) and *to token* (from the server having the request, sending the
+headers and the first delta at once, until the reader has that delta).
+
+**First token, warm on both sides** (`--runs` runs after `--warmup`, p50/p99): a short Anthropic
+stream whose first write holds `message_start` and the first text delta, the rest 5 ms later.
+- bare: ONE `httpx.AsyncClient` kept across runs (its keep-alive connection reused, as the
+  daemon's shared client does), `client.stream` + `aiter_lines` + a JSON decode per `data:`
+  line, timed from calling `stream` to decoding the first `content_block_delta`;
+- daemon: the real daemon as a subprocess (`python -m sidecar serve`), driven over stdio with
+  `sidecar.client.DaemonClient` as a shell would: `chat/send {message, tools: false}` (a new
+  conversation each run), timed from writing the request to its stdin until the shell's reader
+  has the first `chat/delta` `text_delta` line. *To request* is here the stdin hop, decoding,
+  provider resolution, the conversation + user message + reply-row writes, budget/prompt
+  building and the HTTP send; *to token* is the provider's first byte through the adapter, the
+  `chat/delta` encoding, the stdout write and the shell's read.
+
+**Per event** (`--events` deltas, median of `--event-runs`, in process so that no pipe is
+counted): bare (warm) vs `stream_chat` through the Anthropic adapter vs `chat/send` through the
+real session over memory streams (tests/harness.py), every event encoded as a `chat/delta` and
+written. Per-event overhead = (reader total − bare total) / N.
+
+Figures (2 cores shared with 7 other busy agents; 200 runs after 20 warm-up; ms):
+
+    first token                           before          after
+                                         p50    p99      p50    p99
+    bare httpx: first delta             0.93   1.93     1.19   1.97
+      to request (server has it)        0.55   1.12     0.69   1.19
+      server has it -> delta read       0.39   0.81     0.49   0.81
+    daemon over stdio: first chat/delta 4.22   9.60     2.96   4.36
+      to request (server has it)        3.39   8.40     2.15   3.41
+      server has it -> delta read       0.81   1.34     0.77   1.43
+    added by the daemon (p50-p50, p99-p99) 3.30  7.67   1.77   2.39
+    per event, added vs bare (µs)       10.7             4.4   (this path is unchanged: noise)
+
+"before": the conversation, the user's message and the reply row were written (three
+transactions, each a worker-thread hop, ~0.3-0.4 ms apiece in process, far more at p99) before
+the request went out. "after": they run alongside the request, in the same order, shielded
+(sidecar/llm/chat.py `Turn._open`). What is left before the request (~1.5 ms over bare at p50)
+is the stdin hop and dispatch, the provider row + key read (a thread hop) and budget/prompt
+building; after the first byte the daemon adds ~0.3 ms (adapter, `chat/delta`, stdout, the
+shell's read).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -31,12 +70,17 @@ sys.path.insert(0, str(ROOT))
 
 from protocol.llm import TextDelta  # noqa: E402
 from protocol.projects import TextPart  # noqa: E402
+from sidecar.client import DaemonClient  # noqa: E402
 from sidecar.llm.providers import adapter_for  # noqa: E402
 from sidecar.llm.providers.base import ChatRequest, Message, ProviderConfig, RetryPolicy, stream_chat  # noqa: E402
 from tests.support.http_fixture import Chunk, HttpFixtureServer, Response  # noqa: E402
 
 #: seconds between the first delta and the rest (so that the first read holds only the first)
 GAP = 0.02
+#: the same for the short first-token stream
+FIRST_GAP = 0.005
+#: the short stream's deltas (first-token runs)
+SHORT = 8
 
 
 def stream_body(n: int) -> bytes:
@@ -51,91 +95,215 @@ def stream_body(n: int) -> bytes:
     return b"".join(out)
 
 
-async def bare(url: str) -> tuple[float, float, int]:
+def first_delta_split(body: bytes, gap: float) -> Response:
+    """The first delta in its own write (with message_start), as a model's first token comes."""
+    cut = body.index(b"event: content_block_delta", body.index(b"content_block_delta") + 1)
+    return Response(200, {"content-type": "text/event-stream"}, [body[:cut], Chunk(body[cut:], gap)])
+
+
+# ---- the fixture server, in its own process --------------------------------------------------
+
+def serve_fixture(conn: Connection, events: int) -> None:
+    """Routes `/v1/messages` (short stream) and `/long/v1/messages` (`events` deltas); answers
+    "requests" with [(path, received_at)] for every request so far, "stop" ends."""
+    with HttpFixtureServer() as server:
+        server.route("POST", "/v1/messages", first_delta_split(stream_body(SHORT), FIRST_GAP))
+        server.route("POST", "/long/v1/messages", first_delta_split(stream_body(events), GAP))
+        conn.send(server.url)
+        while True:
+            command = conn.recv()
+            if command == "requests":
+                conn.send([(r.path, r.received_at) for r in server.requests])
+            else:
+                break
+
+
+class Fixture:
+    def __init__(self, events: int) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=serve_fixture, args=(child, events), daemon=True)
+        self._proc.start()
+        self.url: str = self._conn.recv()
+
+    def requests(self) -> list[tuple[str, float]]:
+        self._conn.send("requests")
+        return self._conn.recv()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._conn.send("stop")
+        self._proc.join(5)
+
+
+# ---- first token -----------------------------------------------------------------------------
+
+#: one run: (t0, first delta seen) in perf_counter seconds
+Run = tuple[float, float]
+
+
+async def bare_first(url: str, runs: int) -> list[Run]:
+    out: list[Run] = []
     async with httpx.AsyncClient() as client:
-        t0 = time.perf_counter()
-        first = None
-        count = 0
-        async with client.stream("POST", url + "/v1/messages", json={"stream": True}) as response:
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    data = json.loads(line[6:])
-                    if data.get("type") == "content_block_delta":
-                        count += 1
-                        if first is None:
-                            first = time.perf_counter() - t0
-        return time.perf_counter() - t0, first or 0.0, count
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            first = 0.0
+            async with client.stream("POST", url + "/v1/messages", json={"stream": True}) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        if not first and data.get("type") == "content_block_delta":
+                            first = time.perf_counter()
+            out.append((t0, first))
+    return out
 
 
-async def adapter(url: str) -> tuple[float, float, int]:
-    config = ProviderConfig(id="b", kind="anthropic", base_url=url, model="bench")
+def daemon_first(url: str, runs: int, data_dir: Path) -> tuple[list[Run], list[float]]:
+    """chat/send over stdio; also the daemon's own `firstTokenMs` of each run."""
+    first: list[float] = [0.0]
+
+    def on_message(payload: bytes) -> None:
+        if not first[0] and b'"text_delta"' in payload:
+            first[0] = time.perf_counter()
+
+    argv = [sys.executable, "-m", "sidecar", "serve", "--data-dir", str(data_dir), "--secrets-backend", "file"]
+    out: list[Run] = []
+    reported: list[float] = []
+    with DaemonClient(argv, on_message=on_message) as client:
+        client.initialize("chat-bench")
+        client.request("providers/configure", {"id": "b", "kind": "anthropic", "model": "bench", "baseUrl": url})
+        for _ in range(runs):
+            request_id = client.next_id()
+            waiter = client.expect(request_id)
+            first[0] = 0.0
+            message = {"jsonrpc": "2.0", "id": request_id, "method": "chat/send",
+                       "params": {"message": "hi", "tools": False}}
+            t0 = time.perf_counter()
+            client.send(message)
+            response = client.wait(request_id, waiter)
+            if "error" in response:
+                raise RuntimeError(response["error"])
+            out.append((t0, first[0]))
+            reported.append(response["result"]["firstTokenMs"])
+    return out, reported
+
+
+def split(runs: list[Run], received: list[float]) -> dict[str, list[float]]:
+    """ms: total, to request (t0 -> server has it), to token (server has it -> delta seen)."""
+    assert len(runs) == len(received), (len(runs), len(received))
+    return {"first": [(f - t0) * 1e3 for t0, f in runs],
+            "to request": [(r - t0) * 1e3 for (t0, _f), r in zip(runs, received, strict=True)],
+            "to token": [(f - r) * 1e3 for (_t0, f), r in zip(runs, received, strict=True)]}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# ---- per event (in process) --------------------------------------------------------------------
+
+async def bare_total(url: str, runs: int) -> list[float]:
+    out = []
+    async with httpx.AsyncClient() as client:
+        for _ in range(runs + 1):  # the first opens the connection
+            t0 = time.perf_counter()
+            async with client.stream("POST", url + "/long/v1/messages", json={"stream": True}) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        json.loads(line[6:])
+            out.append(time.perf_counter() - t0)
+    return out[1:]
+
+
+async def adapter_total(url: str, runs: int) -> list[float]:
+    config = ProviderConfig(id="b", kind="anthropic", base_url=url + "/long", model="bench")
     request = ChatRequest(model="bench", messages=[Message("user", [TextPart("hi")])])
+    out = []
     async with httpx.AsyncClient() as client:
-        t0 = time.perf_counter()
-        first = None
-        count = 0
-        async for event in stream_chat(client, adapter_for("anthropic"), config, "k", request, RetryPolicy(0)):
-            if type(event) is TextDelta:
-                count += 1
-                if first is None:
-                    first = time.perf_counter() - t0
-        return time.perf_counter() - t0, first or 0.0, count
+        for _ in range(runs + 1):
+            t0 = time.perf_counter()
+            async for event in stream_chat(client, adapter_for("anthropic"), config, "k", request, RetryPolicy(0)):
+                if type(event) is TextDelta:
+                    pass
+            out.append(time.perf_counter() - t0)
+    return out[1:]
 
 
-async def daemon(url: str, runs: int) -> list[tuple[float, float, int]]:
+async def daemon_total(url: str, runs: int) -> list[float]:
     from tests.harness import in_process
 
-    out = []
+    out: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with in_process(Path(tmp) / "d") as d:
-            # the harness decodes what the session writes, for its tests; a shell's pipe does not
-            async def sink(data: bytes) -> None:
+            await d.call("providers/configure", {"id": "b", "kind": "anthropic", "model": "bench",
+                                                 "baseUrl": url + "/long"})
+            done = anyio.Event()
+            last_write = 0.0
+
+            async def sink(data: bytes) -> None:  # a shell's pipe does not decode for it
                 nonlocal last_write
                 last_write = time.perf_counter()
-                if first_mark[0] is None and b'"text_delta"' in data:
-                    first_mark[0] = last_write
+                if b'"result"' in data:
+                    done.set()
 
-            last_write = 0.0
-            await d.call("providers/configure", {"id": "b", "kind": "anthropic", "model": "bench", "baseUrl": url})
             d.write = sink  # type: ignore[method-assign]
-            for _ in range(runs):
-                first_mark: list[float | None] = [None]
+            for _ in range(runs + 1):
+                done = anyio.Event()
                 t0 = time.perf_counter()
                 d.send({"jsonrpc": "2.0", "id": 1, "method": "chat/send", "params": {"message": "hi", "tools": False}})
-                while True:
-                    await anyio.sleep(0.001)
-                    if last_write and time.perf_counter() - last_write > 0.05 and first_mark[0]:
-                        break
-                out.append((last_write - t0, (first_mark[0] or t0) - t0, 0))
-                last_write = 0.0
-    return out
+                await done.wait()
+                out.append(last_write - t0)
+    return out[1:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=200, help="first-token runs per side")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--events", type=int, default=2000, help="deltas of the per-event stream")
+    parser.add_argument("--event-runs", type=int, default=5)
     args = parser.parse_args()
-    with HttpFixtureServer() as server:
-        body = stream_body(args.events)
-        # the first delta in its own write, as a model's first token comes; the rest in bulk
-        cut = body.index(b"event: content_block_delta", body.index(b"content_block_delta") + 1)
-        server.route("POST", "/v1/messages", Response(200, {"content-type": "text/event-stream"},
-                                                      [body[:cut], Chunk(body[cut:], GAP)]))
-        results: dict[str, list[tuple[float, float, int]]] = {"bare": [], "adapter": []}
-        for _ in range(args.runs):
-            results["bare"].append(anyio.run(bare, server.url))
-            results["adapter"].append(anyio.run(adapter, server.url))
-        results["daemon"] = anyio.run(daemon, server.url, args.runs)
-    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in results.items()}
+    fixture = Fixture(args.events)
+    try:
+        total = args.warmup + args.runs
+        bare_runs = anyio.run(bare_first, fixture.url, total)
+        bare_received = [at for path, at in fixture.requests() if path == "/v1/messages"]
+        with tempfile.TemporaryDirectory() as tmp:
+            daemon_runs, reported = daemon_first(fixture.url, total, Path(tmp) / "data")
+        received = [at for path, at in fixture.requests() if path == "/v1/messages"]
+        daemon_received = received[len(bare_received):]
+        per_event = {"bare": bare_total, "adapter": adapter_total, "daemon": daemon_total}
+        totals = {name: statistics.median(anyio.run(fn, fixture.url, args.event_runs))
+                  for name, fn in per_event.items()}
+    finally:
+        fixture.close()
+
+    w = args.warmup
+    bare = split(bare_runs[w:], bare_received[w:])
+    daemon = split(daemon_runs[w:], daemon_received[w:])
+    print(f"first token, both sides warm: {args.runs} runs after {w} warm-up, ms")
+    print(f"{'':34} {'p50':>7} {'p99':>7}")
+    rows = [("bare httpx: first delta", bare["first"]),
+            ("  to request (server has it)", bare["to request"]),
+            ("  server has it -> delta read", bare["to token"]),
+            ("daemon over stdio: first chat/delta", daemon["first"]),
+            ("  to request (server has it)", daemon["to request"]),
+            ("  server has it -> delta read", daemon["to token"]),
+            ("  firstTokenMs (daemon's own)", reported[w:])]
+    for name, values in rows:
+        print(f"{name:34} {pct(values, .5):7.3f} {pct(values, .99):7.3f}")
+    diffs = {k: [d - b for d, b in zip(sorted(daemon[k]), sorted(bare[k]), strict=True)] for k in bare}
+    print(f"{'added by the daemon (p50 − p50)':34} {pct(daemon['first'], .5) - pct(bare['first'], .5):7.3f} "
+          f"{pct(daemon['first'], .99) - pct(bare['first'], .99):7.3f}")
+    print(f"{'  of which to request':34} {pct(daemon['to request'], .5) - pct(bare['to request'], .5):7.3f}")
+    print(f"{'  of which to token':34} {pct(daemon['to token'], .5) - pct(bare['to token'], .5):7.3f}")
+    del diffs
     n = args.events
-    print(f"{n} text deltas, {len(body)} bytes, median of {args.runs} runs (totals include a {GAP * 1e3:g} ms gap "
-          "after the first delta)")
-    print(f"{'reader':8} {'total ms':>10} {'first ms':>10} {'per event µs':>13} {'+µs/event vs bare':>18} "
-          f"{'+ms first vs bare':>18}")
-    for name, (total, first) in med.items():
-        print(f"{name:8} {total * 1e3:10.2f} {first * 1e3:10.3f} {total / n * 1e6:13.2f} "
-              f"{(total - med['bare'][0]) / n * 1e6:18.2f} {(first - med['bare'][1]) * 1e3:18.3f}")
+    print(f"\nper event: {n} text deltas, median of {args.event_runs} runs, in process "
+          f"(totals include a {GAP * 1e3:g} ms gap after the first delta)")
+    print(f"{'reader':8} {'total ms':>10} {'+µs/event vs bare':>18}")
+    for name, value in totals.items():
+        print(f"{name:8} {value * 1e3:10.2f} {(value - totals['bare']) / n * 1e6:18.2f}")
 
 
 if __name__ == "__main__":

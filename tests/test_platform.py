@@ -278,3 +278,24 @@ async def test_the_shared_http_client_is_made_on_first_use_and_closed(tmp_path: 
         reply = await client.get(f"{http_fixture.url}/hello")
         assert reply.json() == {"hi": 1}
     assert client.is_closed
+
+
+@pytest.mark.parametrize(("asked", "outcome"), [
+    (None, "ours"), ("2026-11-01", "ours"),
+    ("2099-01-01", "ours"),  # newer: answered with ours; the client decides whether it can speak it
+    ("2020-01-01", "refused"),  # older than the oldest this daemon speaks
+    ("v2", "refused"), ("2026-1-1", "refused"), ("", "refused"),
+])
+async def test_protocol_version_negotiation(tmp_path: Path, asked: str | None, outcome: str) -> None:
+    async with in_process(tmp_path / "d", initialize=False) as daemon:
+        params = {} if asked is None else {"protocolVersion": asked}
+        response = await daemon.request("initialize", params)
+        if outcome == "ours":
+            assert response["result"]["protocolVersion"] == "2026-11-01"
+            assert response["result"]["capabilities"]["protocolVersions"] == ["2026-11-01"]
+        else:
+            error = response["error"]
+            assert error["code"] == -32602 and error["data"]["path"] == "$.params.protocolVersion"
+            assert "2026-11-01" in error["message"]
+            # refused means not initialized: the client may try again
+            assert (await daemon.request("initialize", {}))["result"]["protocolVersion"] == "2026-11-01"

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from protocol.projects import TextPart, ToolCallPart, ToolResultPart, Usage
@@ -287,6 +288,35 @@ async def test_search_english_korean_snippets_and_pages(service: ProjectsService
 
 
 @pytest.mark.anyio
+async def test_a_broad_search_ranks_its_newest_matches(service: ProjectsService, db: Database,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query matching more than RANK_CANDIDATES messages ranks (bm25, whole-index statistics) only
+    the newest RANK_CANDIDATES of them; one matching fewer is ranked exactly as before; a search
+    within a project is never bounded."""
+    monkeypatch.setattr(store, "RANK_CANDIDATES", 4)
+    p = await service.create_project("bounded")
+    c = await service.create_conversation(p.id, title="ranking")
+    # oldest first: the best (short, repeated) matches are the old ones
+    best_old = [await say(service, c.id, "user", "deploy deploy deploy") for _ in range(3)]
+    plain_new = [await say(service, c.id, "user", f"we deploy on day {i} after lunch with the whole team")
+                 for i in range(4)]
+    rare = await say(service, c.id, "user", "one rollback only")
+    await service.index_pending()
+    exact = await db.read(lambda conn: store.search_messages(conn, "fts", '"deploy"*', None, 0, 20,
+                                                             candidates=1000))
+    assert len(exact) == 7 and {h[0] for h in exact[:3]} == set(best_old)  # unbounded: the old ones win
+    bounded = [h[0] for h in (await service.search_messages("deploy")).items]
+    # the newest four matches, best first (bm25 over the whole index: same scores as unbounded)
+    assert sorted(bounded) == sorted(plain_new)
+    assert bounded == [h[0] for h in exact if h[0] in plain_new]
+    # within a project: every match ranked
+    scoped = [h[0] for h in (await service.search_messages("deploy", project_id=p.id)).items]
+    assert scoped == [h[0] for h in exact]
+    # fewer matches than the bound: unchanged
+    assert [h[0] for h in (await service.search_messages("rollback")).items] == [rare]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("query", ['"', '"unbalanced', "a*", "NEAR(a b)", "-x", "a OR", "col:x", "(", "^x", "*"])
 async def test_fts_syntax_in_queries_is_text(service: ProjectsService, query: str) -> None:
     c = await service.create_conversation(title="x")
@@ -326,6 +356,31 @@ async def test_append_many_in_one_transaction(service: ProjectsService, db: Data
     conv, messages, _ = await service.get_conversation(c.id)
     assert [(m.position, m.role) for m in messages] == [(0, "user"), (1, "assistant")]
     integrity(db)
+
+
+@pytest.mark.anyio
+async def test_concurrent_appends_get_consecutive_positions_and_return_the_stored_row(
+        service: ProjectsService, db: Database) -> None:
+    """The appended row is built in Python (no RETURNING): it must be the row stored, and
+    appends racing each other (one transaction each, on the one writer) never share a position;
+    the conversation is touched with the message's own time."""
+    p = await service.create_project("concurrent")
+    c = await service.create_conversation(p.id, title="race")
+    returned: list = []
+
+    async def append(i: int) -> None:
+        returned.append(await service.append_message(c.id, "user", [TextPart(f"message {i}")], model="m",
+                                                     usage=Usage(inputTokens=i, outputTokens=1)))
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(append, i)
+    conv, stored, _ = await service.get_conversation(c.id)
+    assert [m.position for m in stored] == list(range(40)) and conv.message_count == 40
+    assert sorted(returned, key=lambda m: m.position) == stored
+    assert conv.updated_at == max(m.created_at for m in stored)
+    with pytest.raises(NotFound):
+        await service.append_message("c_missing", "user", [TextPart("x")])
+    assert count(db, "SELECT count(*) FROM messages") == 40
 
 
 # ---- the batched message index -------------------------------------------------------------------

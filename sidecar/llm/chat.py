@@ -16,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,6 +75,8 @@ class Round:
     calls: list[ToolCallPart] = field(default_factory=list)
     usage: p.UsageEvent | None = None
     stop: str | None = None
+    #: perf_counter of the first text or tool-call event
+    first_output: float | None = None
 
     def parts(self) -> list[ContentPart]:
         out: list[ContentPart] = []
@@ -117,17 +119,11 @@ class ChatService:
         history: list[Message] = []
         conversation_id = params.conversationId
         project_id = params.projectId
-        if projects is not None:
-            if conversation_id is not None:
-                conversation, rows, _more = await projects.get_conversation(conversation_id, limit=10_000)
-                project_id = project_id or conversation.project_id
-                history = _history(rows)
-            else:
-                conversation = await projects.create_conversation(project_id, agent.name if agent else "",
-                                                                  _title(params.message))
-                conversation_id = conversation.id
-            await projects.append_message(conversation_id, "user", [TextPart(params.message)])
-        elif conversation_id is None:
+        if projects is not None and conversation_id is not None:
+            conversation, rows, _more = await projects.get_conversation(conversation_id, limit=10_000)
+            project_id = project_id or conversation.project_id
+            history = _history(rows)
+        elif projects is None and conversation_id is None:
             conversation_id = "c_" + secrets.token_hex(10)
         messages = history + [Message("user", [TextPart(params.message)])]
 
@@ -142,11 +138,13 @@ class ChatService:
         messages = fitted.messages
 
         turn = Turn(self, config, key, model, max_tokens, params, agent, system, tools, allowed, emit,
-                    conversation_id, project_id, projects, started, fitted.raw_tokens)
+                    conversation_id or "", project_id, projects, started, fitted.raw_tokens)
+        if projects is not None:
+            turn.opening = _Opening(params.conversationId is None, agent.name if agent else "", params.message)
         await turn.run(messages)
         assert turn.message_id is not None
         return p.ChatSendResult(
-            conversationId=conversation_id, messageId=turn.message_id, text="".join(turn.text),
+            conversationId=turn.conversation_id, messageId=turn.message_id, text="".join(turn.text),
             toolCalls=turn.tool_calls, usage=p.ChatUsage(turn.input_tokens, turn.output_tokens),
             stopReason=turn.stop_reason, firstTokenMs=turn.first_token_ms, totalMs=_ms(started),
             provider=config.id, model=turn.model, rounds=turn.rounds, droppedTurns=fitted.dropped_turns,
@@ -169,6 +167,17 @@ class ChatService:
             prefixes = tuple(name[:-1] for name in wanted if name.endswith("*"))
             tools = [t for t in tools if t.name in wanted or (prefixes and t.name.startswith(prefixes))]
         return tools
+
+
+@dataclass(slots=True)
+class _Opening:
+    """The writes that open a turn: a new conversation (if `create`), the user's message, and
+    then the first reply row. They run alongside the first provider request (see
+    `Turn._open`), in this order, each its own transaction as before."""
+
+    create: bool
+    agent: str
+    message: str
 
 
 class Turn:
@@ -203,6 +212,9 @@ class Turn:
         self.stop_reason = "end_turn"
         self.first_token_ms: float | None = None
         self.rounds = 0
+        #: set by ChatService when the turn's opening writes are still to be done (first round)
+        self.opening: _Opening | None = None
+        self._opening_error: BaseException | None = None
 
     async def run(self, messages: list[Message]) -> None:
         max_rounds = self.chat.settings.value("llm.maxToolRounds")
@@ -228,61 +240,103 @@ class Turn:
         current = Round()
         stats = CallStats()
         call_started = time.perf_counter()
-        first_output: float | None = None
-        if self.projects is not None:
-            self.message_id = await self.projects.begin_message(self.conversation_id, "assistant", self.model)
-        else:
-            self.message_id = "m_" + secrets.token_hex(10)
+        opening, self.opening = self.opening, None
+        self.message_id = None
+        if opening is None:
+            if self.projects is not None:
+                self.message_id = await self.projects.begin_message(self.conversation_id, "assistant", self.model)
+            else:
+                self.message_id = "m_" + secrets.token_hex(10)
         outcome = "error"
         error: str | None = None
+        failed: CallFailed | None = None
         checkpoint_every = chat.settings.value("llm.checkpointMs") / 1000
         last_checkpoint = time.perf_counter()
         try:
-            events = stream_chat(await chat.providers.client(), adapter, self.config, self.key, request,
-                                 chat.providers.retry_policy(), chat.providers.bucket(self.config), stats)
-            async for event in events:
-                kind = type(event)
-                if kind is p.TextDelta:
-                    current.text.append(event.text)
-                    if first_output is None:
-                        first_output = time.perf_counter()
-                elif kind is p.ToolCallEnd:
-                    current.calls.append(ToolCallPart(event.id, event.name, event.arguments))
-                elif kind is p.ToolCallStart:
-                    if first_output is None:
-                        first_output = time.perf_counter()
-                elif kind is p.UsageEvent:
-                    current.usage = event
-                elif kind is p.StopEvent:
-                    current.stop = event.reason
-                elif kind is p.MessageStart:
-                    event.provider = self.config.id
-                    event.round = self.rounds
-                    if event.model:
-                        self.model = event.model
-                await self.emit(event)
-                if (self.projects is not None and checkpoint_every > 0
-                        and time.perf_counter() - last_checkpoint >= checkpoint_every):
-                    last_checkpoint = time.perf_counter()
-                    await self.projects.update_message(self.message_id, current.parts())
-            outcome = "ok"
-        except CallFailed as exc:
-            outcome = exc.kind
-            error = exc.message
-            current.stop = "error"
-            chat.publish_event("llm.providerError", {"provider": self.config.id, "model": self.model, "kind": exc.kind,
-                                                     "errorType": exc.error_type or exc.failure, "status": exc.status,
-                                                     "message": exc.message, "conversationId": self.conversation_id})
-            await self.emit(exc.to_event())
-            raise exc.to_error(self.config.id) from None
+            async with anyio.create_task_group() as tg:
+                if opening is not None:
+                    # the request goes out while the turn's rows are written, not after them
+                    tg.start_soon(self._open, opening, tg.cancel_scope)
+                try:
+                    events = stream_chat(await chat.providers.client(), adapter, self.config, self.key, request,
+                                         chat.providers.retry_policy(), chat.providers.bucket(self.config), stats)
+                    await self._stream(events, current, checkpoint_every, last_checkpoint)
+                    outcome = "ok"
+                except CallFailed as exc:
+                    failed = exc
+            if self._opening_error is not None:
+                outcome = "error"
+                error = str(self._opening_error)
+                raise self._opening_error
+            if failed is not None:
+                exc = failed
+                outcome = exc.kind
+                error = exc.message
+                current.stop = "error"
+                chat.publish_event("llm.providerError", {"provider": self.config.id, "model": self.model,
+                                                         "kind": exc.kind, "errorType": exc.error_type or exc.failure,
+                                                         "status": exc.status, "message": exc.message,
+                                                         "conversationId": self.conversation_id})
+                await self.emit(exc.to_event())
+                raise exc.to_error(self.config.id) from None
         except anyio.get_cancelled_exc_class():
             outcome = "cancelled"
             current.stop = "cancelled"
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._finish_round(current, stats, request, call_started, first_output, outcome, error)
+                await self._finish_round(current, stats, request, call_started, current.first_output, outcome,
+                                         error)
         return current
+
+    async def _open(self, opening: _Opening, stream_scope: anyio.CancelScope) -> None:
+        """The opening writes, shielded: once begun they finish even if the stream fails or is
+        cancelled, so the stored turn is what it was when they ran before the request. A crash
+        leaves a prefix of them (conversation; + user message; + a "streaming" reply, marked
+        incomplete at the next start), as a crash between them always could. A failing write
+        (say, an unknown project) stops the stream and is the turn's error."""
+        assert self.projects is not None
+        with anyio.CancelScope(shield=True):
+            try:
+                if opening.create:
+                    conversation = await self.projects.create_conversation(self.project_id, opening.agent,
+                                                                           _title(opening.message))
+                    self.conversation_id = conversation.id
+                await self.projects.append_message(self.conversation_id, "user", [TextPart(opening.message)])
+                self.message_id = await self.projects.begin_message(self.conversation_id, "assistant", self.model)
+            except Exception as exc:  # noqa: BLE001 - raised by _round once the stream has stopped
+                self._opening_error = exc
+                stream_scope.cancel()
+
+    async def _stream(self, events: AsyncIterator[p.LlmEvent], current: Round, checkpoint_every: float,
+                      last_checkpoint: float) -> None:
+        """Relay one call's events, keeping the round's text, calls, usage and stop; checkpoint
+        the reply every `checkpoint_every` s once its row exists."""
+        async for event in events:
+            kind = type(event)
+            if kind is p.TextDelta:
+                current.text.append(event.text)
+                if current.first_output is None:
+                    current.first_output = time.perf_counter()
+            elif kind is p.ToolCallEnd:
+                current.calls.append(ToolCallPart(event.id, event.name, event.arguments))
+            elif kind is p.ToolCallStart:
+                if current.first_output is None:
+                    current.first_output = time.perf_counter()
+            elif kind is p.UsageEvent:
+                current.usage = event
+            elif kind is p.StopEvent:
+                current.stop = event.reason
+            elif kind is p.MessageStart:
+                event.provider = self.config.id
+                event.round = self.rounds
+                if event.model:
+                    self.model = event.model
+            await self.emit(event)
+            if (self.projects is not None and self.message_id is not None and checkpoint_every > 0
+                    and time.perf_counter() - last_checkpoint >= checkpoint_every):
+                last_checkpoint = time.perf_counter()
+                await self.projects.update_message(self.message_id, current.parts())
 
     async def _finish_round(self, current: Round, stats: CallStats, request: ChatRequest, call_started: float,
                             first_output: float | None, outcome: str, error: str | None) -> None:
