@@ -22,6 +22,7 @@ from wire import NDJSON, Wire
 BENCH = Path(__file__).resolve().parent
 IN_FLIGHT = 63
 SAMPLES = 200
+THROUGHPUT_REQUESTS = 2000
 
 
 def _argv(checkout: str | None, data_dir: Path) -> list[str]:
@@ -72,10 +73,9 @@ def measure(checkout: str | None) -> tuple[float, float, float]:
                     outstanding.discard(response.id)  # type: ignore[arg-type]
             latencies.sort()
             began = time.perf_counter()
-            total = 2000
             done = 0
-            while done < total:
-                top_up() if sent < total + IN_FLIGHT * 0 + 10_000 else None
+            while done < THROUGHPUT_REQUESTS:
+                top_up()
                 for response in wire.responses():
                     outstanding.discard(response.id)  # type: ignore[arg-type]
                     done += 1

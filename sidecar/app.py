@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import apsw
@@ -111,6 +112,17 @@ def build(config: DaemonConfig, db: Database, notifier: Notifier,
     return platform, built, router
 
 
+@asynccontextmanager
+async def running(platform: Platform, capabilities: list[Capability]) -> AsyncIterator[None]:
+    """Every capability's lifespan, entered in order and left in reverse; then the shared
+    HTTP client closes (after every lifespan that may use it)."""
+    async with AsyncExitStack() as lifespans:
+        lifespans.push_async_callback(platform.http.aclose)
+        for capability in capabilities:
+            await lifespans.enter_async_context(capability.lifespan())
+        yield
+
+
 def session_config(config: DaemonConfig, platform: Platform) -> SessionConfig:
     settings = platform.settings
     return SessionConfig(max_message_bytes=config.max_message_bytes, max_concurrency=config.max_concurrency,
@@ -149,10 +161,7 @@ async def _serve(config: DaemonConfig, read_fd: int, write_fd: int, parent_pid: 
                 await tg.start(watch_signals, session.stop)
                 if config.watch_parent:
                     await tg.start(ParentWatch(parent_pid).watch, session.stop)
-                async with AsyncExitStack() as lifespans:
-                    lifespans.push_async_callback(platform.http.aclose)  # after every lifespan
-                    for capability in capabilities:
-                        await lifespans.enter_async_context(capability.lifespan())
+                async with running(platform, capabilities):
                     log.info("sidecar serving on stdio (pid %d, data dir %s)", os.getpid(), config.data_dir)
                     code = await session.serve()
                     await CHILDREN.terminate_all()

@@ -47,6 +47,11 @@ class SharedHttp:
     def started(self) -> bool:
         return self._client is not None
 
+    @property
+    def current(self) -> httpx.AsyncClient | None:
+        """The client if one was made, without making one."""
+        return self._client
+
     async def aclose(self) -> None:
         self._closed = True
         client, self._client = self._client, None

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
-from sidecar.app import CAPABILITIES, build
+from sidecar.app import CAPABILITIES, build, running
 from sidecar.capability import Capability
 from sidecar.config import DaemonConfig
 from sidecar.notifier import Notifier
@@ -130,10 +130,7 @@ async def in_process(data_dir: Path, *, debug_methods: bool = True, initialize: 
                           notifier=notifier)
         daemon = InProcessDaemon(session, reader, platform)
         holder.append(daemon)
-        async with AsyncExitStack() as lifespans:
-            lifespans.push_async_callback(platform.http.aclose)
-            for capability in capabilities:
-                await lifespans.enter_async_context(capability.lifespan())
+        async with running(platform, capabilities):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(session.serve)
                 if initialize:

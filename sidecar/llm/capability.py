@@ -125,8 +125,9 @@ class ChatCapability(Capability):
                              write=30.0, pool=30.0)
 
     def _setting_changed(self, key: str, value: Any, previous: Any) -> None:
-        if key in ("llm.connectTimeoutSeconds", "llm.readTimeoutSeconds") and self._http.started:
-            self._http._client.timeout = self._timeout()  # type: ignore[union-attr]
+        client = self._http.current
+        if key in ("llm.connectTimeoutSeconds", "llm.readTimeoutSeconds") and client is not None:
+            client.timeout = self._timeout()
 
     def register(self, router: Router) -> None:
         handlers.register(router, self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -88,7 +88,3 @@ class RequestContext:
         """Wind-down: cancel whatever it is doing."""
         if self.scope is not None:
             self.scope.cancel()
-
-    async def broadcast(self, spec: NotificationSpec, event: Any) -> None:
-        """A notification not tied to this request. Deprecated: services use the Notifier."""
-        await self.session.notify(spec.name, event)

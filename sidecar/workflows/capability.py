@@ -39,7 +39,8 @@ class WorkflowsCapability(Capability):
     def __init__(self, platform: Platform) -> None:
         super().__init__(platform)
         self.default_root = default_file_root(platform.config.data_dir)
-        services = StepServices(tools=platform.tools, file_roots=self._file_roots, chat=self._find_chat())
+        services = StepServices(tools=platform.tools, file_roots=self._file_roots, chat=self._find_chat(),
+                                http=platform.http, owns_http=False)
         bus = self._find_bus()
         self.service = WorkflowService(platform.db, services, publish=bus.publish if bus is not None else None,
                                        setting=platform.settings.value)

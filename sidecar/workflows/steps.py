@@ -13,17 +13,15 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import msgspec
 
 from protocol import workflows as w
 from sidecar.errors import InvalidValue, NotFound, PermissionDenied, SidecarError, Unavailable
+from sidecar.http import SharedHttp
 from sidecar.toolsource import ToolCall, ToolRegistry
-
-if TYPE_CHECKING:
-    import httpx
 
 log = logging.getLogger("sidecar.workflows")
 
@@ -137,19 +135,14 @@ class StepServices:
     #: the llm step's way to the chat service; None when chat is not in this build
     chat: ChatFn | None = None
     http_max_bytes: int = 10 * 1024 * 1024
-    _client: httpx.AsyncClient | None = field(default=None)
-
-    def http_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import httpx  # lazily: not at daemon start-up
-
-            self._client = httpx.AsyncClient(follow_redirects=True, timeout=30.0)
-        return self._client
+    #: the daemon's shared client (`platform.http`); a standalone StepServices makes its own
+    http: SharedHttp = field(default_factory=SharedHttp)
+    #: close `http` in `aclose` (not when it is the daemon's: the composition root closes that)
+    owns_http: bool = True
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        if self.owns_http:
+            await self.http.aclose()
 
 
 class StepFailed(SidecarError):
@@ -195,10 +188,10 @@ async def run_http(inputs: w.HttpInputs, rt: StepRuntime, services: StepServices
             content = json.dumps(inputs.body).encode()
             if not any(k.lower() == "content-type" for k in headers):
                 headers["Content-Type"] = "application/json"
-    client = services.http_client()
+    client = await services.http.client()
     try:
         async with client.stream(inputs.method, inputs.url, headers=headers, content=content,
-                                 timeout=inputs.timeoutMs / 1000) as response:
+                                 timeout=inputs.timeoutMs / 1000, follow_redirects=True) as response:
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
