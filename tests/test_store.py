@@ -570,6 +570,68 @@ def test_a_request_cancelled_before_its_write_writes_nothing(tmp_path: Path) -> 
     anyio.run(main)
 
 
+class _HandOverHook:
+    """The writer's limiter, calling `on_release` right after each release: the moment the
+    writer is handed to the next in line, before that task has run again."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter, on_release: Callable[[], None]) -> None:
+        self._limiter, self._on_release = limiter, on_release
+
+    def acquire_nowait(self) -> None:
+        self._limiter.acquire_nowait()
+
+    async def acquire(self) -> None:
+        await self._limiter.acquire()
+
+    def release(self) -> None:
+        self._limiter.release()
+        self._on_release()
+
+
+def test_a_cancel_while_being_handed_the_writer_writes_nothing(tmp_path: Path) -> None:
+    """A cancel landing between another write's release and this request's wake-up is not
+    delivered at that await (found by CI: answered -32800, yet applied)."""
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        in_write, release = threading.Event(), threading.Event()
+        guard_box: list[RequestGuard] = []
+        db._write_limiter = _HandOverHook(  # type: ignore[assignment]
+            db._write_limiter, lambda: guard_box and guard_box[0].request_cancel())
+
+        def holding_the_writer(conn: apsw.Connection) -> None:
+            in_write.set()
+            assert release.wait(30)
+
+        async def queued_write() -> None:
+            with anyio.CancelScope() as scope:
+                guard = RequestGuard(scope.cancel)
+                token = current_guard.set(guard)
+                try:
+                    await anyio.to_thread.run_sync(in_write.wait, 30)
+                    guard_box.append(guard)
+                    release.set()  # the holder finishes while this one waits for the writer
+                    await db.write(_insert("a.b"))
+                    outcome.append("written")
+                finally:
+                    current_guard.reset(token)
+            outcome.append("cancelled" if scope.cancelled_caught else "not cancelled")
+            assert not guard.committed
+
+        outcome: list[str] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(db.write, holding_the_writer)
+                tg.start_soon(queued_write)
+            assert outcome == ["cancelled"]
+            assert await _keys(db) == []
+        finally:
+            release.set()
+            db.close()
+
+    anyio.run(main)
+
+
 def test_a_write_rolled_back_after_a_cancel_request_commits_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         db = Database(tmp_path / "sidecar.db")

@@ -112,11 +112,14 @@ def _fetch(cursor: apsw.Cursor, as_type: type[Any] | None, limit: int | None = N
 @asynccontextmanager
 async def commit_rule() -> AsyncIterator[None]:
     """Around one write transaction, in any store backend: shielded from cancellation, and
-    marking the request's guard once the body (which commits) returns. Check for
-    cancellation before entering (`await anyio.lowlevel.checkpoint()`): a request
-    cancelled already must not start a write. Without a guard (background work) it only
-    shields."""
+    marking the request's guard once the body (which commits) returns. A request cancelled
+    already does not enter: the cancellation is raised instead of the write starting.
+    Without a guard (background work) it only shields."""
     guard = current_guard.get()
+    # The caller may have waited for the writer: a cancel that came while it was being handed
+    # the writer is not delivered at that await (its wake-up was already due), so look again
+    # here, where nothing is started yet. (No yield to the loop when not cancelled.)
+    await anyio.lowlevel.checkpoint_if_cancelled()
     with anyio.CancelScope(shield=True):
         if guard is None:
             yield
