@@ -767,3 +767,29 @@ def test_close_matches_over_rpc(daemon: DaemonClient) -> None:
     assert err.value.kind == "not_found"
     assert err.value.error["message"] == "no setting named log.levle; did you mean log.level?"
     assert err.value.error["data"]["details"]["closeMatches"] == ["log.level"]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://team:hunter2-secret@db.example:5432/jobs",
+    "postgresql://db.example/jobs?user=team&password=hunter2-secret",
+    "mysql://team:hunter2-secret@db.example/x?passfile=/home/hunter2-secret",
+])
+def test_passwords_in_urls_never_reach_logs_or_messages(tmp_path: Path, url: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Environment overrides and changes are logged with their values; a password inside a URL
+    value is shown as *** there and in a start-up error."""
+    endpoint = SettingDef("team.endpoint", "string", "", "A URL.")
+    limited = SettingDef("team.short", "string", "", "At most 5 characters.", max_length=5)
+
+    async def body(db: Database) -> None:
+        with caplog.at_level("INFO", logger="sidecar"):
+            service, _ = make(db, environ={"SIDECAR_TEAM_ENDPOINT": url}, definitions=CORE_SETTINGS + (endpoint,))
+            assert service.value("team.endpoint") == url  # the value itself is kept as given
+            await service.set("team.endpoint", url + "#2")
+            with pytest.raises(SettingsError) as caught:
+                make(db, environ={"SIDECAR_TEAM_SHORT": url}, definitions=CORE_SETTINGS + (limited,))
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        assert "team.endpoint" in logged and "***" in logged
+        assert "hunter2" not in logged and "hunter2" not in str(caught.value)
+        assert "db.example" in logged  # the rest of the URL still shown
+    in_loop(tmp_path, body)

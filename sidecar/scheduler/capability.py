@@ -14,28 +14,45 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, ClassVar
 
 from sidecar.capability import Capability, Platform
+from sidecar.errors import InvalidValue
 from sidecar.scheduler import handlers
 from sidecar.scheduler.jobstore import JobStore
+from sidecar.scheduler.pg_store import PASSWORD_SECRET, url_has_password
 from sidecar.scheduler.service import SchedulerService
 from sidecar.scheduler.store import SqliteJobStore
-from sidecar.settings.registry import SettingDef
+from sidecar.settings.registry import VALUE_PATH, SettingDef
 
 if TYPE_CHECKING:
     from sidecar.server.router import Router
 
 log = logging.getLogger("sidecar.scheduler")
 
-#: the secret holding the team database's password, when its URL has none
-TEAM_PASSWORD_SECRET = "team.databasePassword"
+#: the secret holding the team database's password; the URL may not hold one
+TEAM_PASSWORD_SECRET = PASSWORD_SECRET
+
+
+class TeamUrlSetting(SettingDef):
+    """`team.databaseUrl`, refusing a URL with a password in it: settings are stored and shown
+    in clear, so the password goes in the secret store. The message never quotes the value."""
+
+    __slots__ = ()
+
+    def check(self, value: object, path: str = VALUE_PATH) -> object:
+        value = SettingDef.check(self, value, path)  # no zero-argument super() in a slots dataclass
+        if isinstance(value, str) and url_has_password(value):
+            raise InvalidValue(f"{self.key} must not hold a password (user:password@, ?password=, ?passfile=): "
+                               f"store it with secrets/set as {PASSWORD_SECRET}", path)
+        return value
 
 
 class SchedulerCapability(Capability):
     name: ClassVar[str] = "scheduler"
     settings: ClassVar[tuple[SettingDef, ...]] = (
-        SettingDef("team.databaseUrl", "string", "",
+        TeamUrlSetting("team.databaseUrl", "string", "",
                    "Team mode: a PostgreSQL URL (postgresql://user@host:5432/db) where scheduled jobs and "
                    "their history live, shared by several daemons; empty: the embedded database. The password "
-                   f"comes from the secret {TEAM_PASSWORD_SECRET}. Read at start-up."),
+                   f"comes from the secret {TEAM_PASSWORD_SECRET} (read for each new connection), never from the "
+                   "URL. Read at start-up."),
         SettingDef("scheduler.pollSeconds", "float", 60.0,
                    "The longest the scheduler sleeps before it looks at the clock and the job store again "
                    "(team mode: how soon it sees jobs made by another daemon).", minimum=0.05, maximum=60.0),
@@ -63,6 +80,7 @@ class SchedulerCapability(Capability):
         platform.provide(self.service)
 
     async def _team_password(self) -> str | None:
+        """The secret's value; None when it is not set (or this build has no secret store)."""
         from sidecar.errors import NotFound
         from sidecar.secrets.service import SecretService
 

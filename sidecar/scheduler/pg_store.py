@@ -27,12 +27,16 @@ should keep their clocks in sync (NTP) to well within `scheduler.leaseSeconds`.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from sidecar.errors import Unavailable
+from sidecar.errors import PermissionDenied, SidecarError, Unavailable
 from sidecar.scheduler.jobstore import Capacity, JobRow, Planner, RunRow
 
 log = logging.getLogger("sidecar.scheduler")
@@ -79,28 +83,135 @@ async def _open_counts(conn: Any, job_id: str) -> tuple[int, int]:
     return int(row["running"]), int(row["pending"])
 
 
+#: the secret holding the team database's password (the URL must not hold one)
+PASSWORD_SECRET = "team.databasePassword"
+#: URL query parameters that would bring a password (or a file of them) from elsewhere
+_PASSWORD_QUERY_KEYS = ("password", "passfile")
+#: seconds to connect and authenticate (asyncpg's default is 60; a request may wait on it)
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Who connects where, for messages: never a password."""
+
+    user: str
+    hosts: str
+    database: str
+
+    def describe(self) -> str:
+        return f"user {self.user} at {self.hosts}"
+
+
+def _split(url: str) -> tuple[str, str, dict[str, list[str]], str]:
+    """(userinfo, host list, query, path) of a postgresql:// URL, without asyncpg; ValueError if
+    it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("not a postgresql:// URL")
+    userinfo, _, hostspec = parts.netloc.rpartition("@")
+    return userinfo, hostspec, parse_qs(parts.query), parts.path
+
+
+def url_has_password(url: str) -> bool:
+    """Whether a team database URL carries a password (user:password@, ?password=, ?passfile=)."""
+    try:
+        userinfo, _, query, _ = _split(url)
+    except ValueError:  # not parseable: asyncpg will refuse it too, but err on the side of caution
+        rest = url.split("//", 1)[-1]
+        return ":" in rest.rpartition("@")[0] or "password=" in rest or "passfile=" in rest
+    return ":" in userinfo or any(key in query for key in _PASSWORD_QUERY_KEYS)
+
+
+def endpoint(url: str) -> Endpoint:
+    """The user, host:port list and database a URL names, with asyncpg's defaults filled in
+    (PGUSER or the login name; port 5432), so an error can say what was refused."""
+    try:
+        userinfo, hostspec, query, path = _split(url)
+    except ValueError:
+        return Endpoint("?", "?", "?")
+    user = unquote(userinfo.partition(":")[0]) or (query.get("user") or [""])[0] or os.environ.get("PGUSER") or ""
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):
+            user = "?"
+    hostspec = hostspec or (query.get("host") or [""])[0] or os.environ.get("PGHOST", "localhost")
+    hosts = []
+    for host in hostspec.split(","):
+        host = unquote(host)
+        bare = host.rsplit("]", 1)[-1] if host.startswith("[") else host
+        hosts.append(host if ":" in bare or host.startswith("/") else f"{host}:{(query.get('port') or ['5432'])[0]}")
+    database = unquote(path.lstrip("/")) or (query.get("dbname") or query.get("database") or [user])[0]
+    return Endpoint(user, ",".join(hosts), database)
+
+
+def open_error(exc: BaseException, where: Endpoint, *, secret_set: bool) -> SidecarError:
+    """The typed error for a failed connect: the server's SQLSTATE and who was refused where,
+    never the library's text (it could quote the URL) and never the password."""
+    import asyncpg
+
+    details: dict[str, Any] = {"user": where.user, "hosts": where.hosts, "database": where.database,
+                               "secret": PASSWORD_SECRET, "secretSet": secret_set}
+    if isinstance(exc, asyncpg.InvalidPasswordError):  # 28P01
+        why = (f"the password in the secret {PASSWORD_SECRET} was refused" if secret_set else
+               f"the server asks for a password and the secret {PASSWORD_SECRET} is not set")
+        return PermissionDenied(f"team database authentication failed for {where.describe()}: {why}",
+                                reason="auth_failed", sqlstate=exc.sqlstate, **details)
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # 28000: pg_hba, no such role
+        return PermissionDenied(f"the team database refused the connection for {where.describe()} "
+                                f"(SQLSTATE {exc.sqlstate}); check the server's access rules and team.databaseUrl",
+                                reason="not_authorized", sqlstate=exc.sqlstate, **details)
+    if isinstance(exc, asyncpg.PostgresError):
+        return Unavailable(f"the team database refused the connection for {where.describe()} "
+                           f"(SQLSTATE {exc.sqlstate}, {type(exc).__name__})", reason="rejected",
+                           sqlstate=exc.sqlstate, **details)
+    return Unavailable(f"cannot reach the team database at {where.hosts} ({type(exc).__name__}); "
+                       "check team.databaseUrl", reason="unreachable", **details)
+
+
 class PgJobStore:
     kind = "postgresql"
 
     def __init__(self, url: str, *, password: Callable[[], Awaitable[str | None]] | None = None,
                  pool_size: int = 4) -> None:
+        """`password`: reads the secret store (None: no password, the server must trust us). It is
+        called for every new connection, so a changed secret takes effect without a restart."""
         self.url = url
+        self.endpoint = endpoint(url)
         self._password = password
         self._pool_size = pool_size
         self._pool: Any = None
+        #: whether the secret was there on the last read (for the message when auth fails)
+        self._secret_set = False
+
+    async def _read_password(self) -> str:
+        value = await self._password() if self._password is not None else None
+        self._secret_set = value is not None
+        return value or ""
 
     async def open(self) -> None:
         import asyncpg
 
-        password = await self._password() if self._password is not None else None
+        if url_has_password(self.url):
+            raise Unavailable(f"team.databaseUrl must not hold a password: store it in the secret {PASSWORD_SECRET}",
+                              reason="password_in_url", setting="team.databaseUrl", secret=PASSWORD_SECRET)
+        await self.close()  # a retry after a half-done open (pool made, migration failed)
         try:
-            self._pool = await asyncpg.create_pool(self.url, password=password, min_size=1, max_size=self._pool_size,
-                                                   command_timeout=30)
-        except (OSError, asyncpg.PostgresError, ValueError) as exc:
-            # the URL may hold a password: name the error's type and the host only
-            raise Unavailable(f"cannot reach the team database ({type(exc).__name__}); check team.databaseUrl") \
-                from None
-        await self.migrate()
+            # a callable, never None: given None, asyncpg would take PGPASSWORD or ~/.pgpass, and
+            # the password must come from the secret store only (also: read per new connection)
+            self._pool = await asyncpg.create_pool(self.url, password=self._read_password, min_size=1,
+                                                   max_size=self._pool_size, command_timeout=30,
+                                                   timeout=CONNECT_TIMEOUT)
+        except SidecarError:
+            raise  # the secret store's own typed error (key unavailable, integrity)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise open_error(exc, self.endpoint, secret_set=self._secret_set) from None
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.close()
+            raise
 
     async def migrate(self) -> list[str]:
         """Apply pending pg_migrations/ files, each in its own transaction, one daemon at a time."""

@@ -32,7 +32,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from protocol import scheduler as p
-from sidecar.errors import InvalidValue, NotFound, SidecarError, Unavailable
+from sidecar.errors import InvalidValue, NotFound, PermissionDenied, SidecarError, Unavailable
 from sidecar.notifier import Notifier
 from sidecar.scheduler import planning, schedules
 from sidecar.scheduler.jobstore import DuePlan, JobRow, JobStore, RunRow
@@ -44,6 +44,9 @@ MAX_ATTEMPTS = 3
 #: output kept per run (JSON text); longer output is cut and says so
 MAX_OUTPUT_CHARS = 64 * 1024
 MAX_ERROR_CHARS = 2000
+#: while the store cannot be opened, a request tries again at most this often (the loop retries
+#: every poll too): a fixed secret or a database back up is seen at once, without hammering it
+REOPEN_MIN_SECONDS = 1.0
 
 Clock = Callable[[], datetime]
 Sleeper = Callable[[float], Awaitable[None]]
@@ -82,20 +85,54 @@ class SchedulerService:
         self._idle = anyio.Event()
         self._idle.set()
         self.fired = 0
-        #: why the store could not be opened (team database unreachable); None when it is open
-        self._store_problem: str | None = None
+        #: why the store could not be opened (team database unreachable, its password refused),
+        #: typed as the store raised it; None when it is open
+        self._store_problem: SidecarError | None = None
+        self._open_lock = anyio.Lock()
+        self._last_open_attempt = float("-inf")  # monotonic
 
     # ---- jobs ------------------------------------------------------------------------------
 
     def _ts(self) -> float:
         return self.now().timestamp()
 
-    def _ready(self) -> None:
-        if self._store_problem is not None:
-            raise Unavailable(f"the scheduler's job store is unavailable: {self._store_problem}")
+    async def _ready(self) -> None:
+        """Raise why the store is not open, with the kind and details the store gave
+        (permission_denied for a refused password, unavailable for a database down), after one
+        more try if the last one was a while ago."""
+        if self._store_problem is None:
+            return
+        # not behind an attempt already under way (a host that does not answer takes the
+        # connect timeout): answer what is known now
+        if not self._open_lock.locked() and time.monotonic() - self._last_open_attempt >= REOPEN_MIN_SECONDS:
+            await self._open_store()
+        problem = self._store_problem
+        if problem is not None:
+            raise type(problem)(f"the scheduler's job store is unavailable: {problem.message}",
+                                **(problem.details or {}))
+
+    async def _open_store(self) -> bool:
+        """Open the store (again); True when it is open. One attempt at a time."""
+        async with self._open_lock:
+            if self._store_problem is None and self._last_open_attempt > float("-inf"):
+                return True  # opened by a concurrent attempt
+            self._last_open_attempt = time.monotonic()
+            try:
+                await self.store.open()
+            except Exception as exc:  # noqa: BLE001 - team database down or refusing: answer typed, retry
+                problem = _problem(exc)
+                if self._store_problem is None or problem.message != self._store_problem.message:
+                    log.error("the scheduler's job store is unavailable (%s); retrying", problem.message)
+                self._store_problem = problem
+                return False
+            if self._store_problem is not None:
+                log.info("the scheduler's job store (%s) is available again", self.store.kind)
+            self._store_problem = None
+            self.wake()
+            return True
 
     async def create(self, params: p.JobParams) -> p.Job:
-        self._ready()
+        await self._ready()
         now = self._ts()
         schedule = schedules.build(params.timezone, cron=params.schedule.cron, every=params.schedule.every,
                                    at=params.schedule.at, anchor=schedules.from_epoch(now))
@@ -113,7 +150,7 @@ class SchedulerService:
         return self.job_struct(job)
 
     async def _job(self, job_id: str) -> JobRow:
-        self._ready()
+        await self._ready()
         job = await self.store.get_job(job_id)
         if job is None:
             raise NotFound(f"no job {job_id}", id=job_id)
@@ -123,7 +160,7 @@ class SchedulerService:
         return self.job_struct(await self._job(job_id))
 
     async def list(self, enabled: bool | None = None) -> list[p.Job]:
-        self._ready()
+        await self._ready()
         return [self.job_struct(job) for job in await self.store.list_jobs(enabled)]
 
     async def update(self, params: p.UpdateParams) -> p.Job:
@@ -161,7 +198,7 @@ class SchedulerService:
         return await self.update(p.UpdateParams(id=job_id, enabled=enabled))
 
     async def delete(self, job_id: str) -> bool:
-        self._ready()
+        await self._ready()
         for run_id, (owner_job, scope) in list(self._active.items()):
             if owner_job == job_id:
                 scope.cancel()
@@ -258,12 +295,8 @@ class SchedulerService:
     async def running(self) -> AsyncIterator[None]:
         """Open the store, run the loop and the lease renewer; on exit, stop the runs of this
         daemon and give their leases back so that another daemon (or the next start) runs them."""
-        try:
-            await self.store.open()
-            self._store_problem = None
-        except Exception as exc:  # noqa: BLE001 - team database down: retry from the loop, answer unavailable
-            self._store_problem = _problem(exc)
-            log.error("the scheduler's job store is unavailable (%s); retrying", self._store_problem)
+        self._store_problem, self._last_open_attempt = None, float("-inf")
+        await self._open_store()  # failing, the loop retries and requests answer why
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -280,12 +313,8 @@ class SchedulerService:
     async def _loop(self) -> None:
         while self._store_problem is not None:
             await self._sleep(self.poll_seconds)
-            try:
-                await self.store.open()
-                self._store_problem = None
-                log.info("the scheduler's job store (%s) is available again", self.store.kind)
-            except Exception as exc:  # noqa: BLE001
-                self._store_problem = _problem(exc)
+            if self._store_problem is not None:  # a request may have opened it meanwhile
+                await self._open_store()
         while True:
             self._wake = anyio.Event()
             try:
@@ -485,8 +514,15 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _problem(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, SidecarError) else type(exc).__name__
+def _problem(exc: BaseException) -> SidecarError:
+    """What a request answers while the store is not open: the store's own error when it is of
+    a kind that says so, else `unavailable` with its message (a library's exception: its type
+    only, as its text may quote a URL)."""
+    if isinstance(exc, (Unavailable, PermissionDenied)):
+        return exc
+    if isinstance(exc, SidecarError):
+        return Unavailable(exc.message, **(exc.details or {}))
+    return Unavailable(type(exc).__name__)
 
 
 def _short(content: Any) -> str:

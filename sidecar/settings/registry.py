@@ -182,8 +182,22 @@ def _number(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^@/\s]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)\b(password|passfile|secret|token)=[^&\s]*")
+
+
+def redacted(value: Any) -> Any:
+    """`value` with any password in a URL (`user:pw@`, `?password=`) replaced by `***`: what
+    a message or a log line may show of a setting's value."""
+    if not isinstance(value, str):
+        return value
+    return _QUERY_PASSWORD.sub(r"\1=***", _URL_PASSWORD.sub(r"\1***@", value))
+
+
 def shown(text: str, limit: int = 60) -> str:
-    """`text` quoted for a message, escapes visible (a trailing newline shows as \\n), cut short."""
+    """`text` quoted for a message, escapes visible (a trailing newline shows as \\n), cut short;
+    passwords in URLs redacted."""
+    text = redacted(text)
     if len(text) <= limit:
         return repr(text)
     cut = repr(text[:limit])

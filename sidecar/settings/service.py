@@ -30,6 +30,7 @@ from sidecar.settings.registry import (
     check_key,
     env_var,
     key_problem,
+    redacted,
     shown,
     validate_definitions,
 )
@@ -148,7 +149,7 @@ class SettingsService:
         self._overrides = overrides
         self._loaded = True
         for key, (source, value) in sorted(overrides.items()):
-            log.info("setting %s is %r from the %s", key, value,
+            log.info("setting %s is %r from the %s", key, redacted(value),
                      "command line" if source == "cli" else f"environment ({env_var(key)})")
 
     def subscribe(self, listener: Listener) -> None:
@@ -262,7 +263,7 @@ class SettingsService:
         value = self.value(key)
         if value == previous:
             return
-        log.info("setting %s changed from %r to %r", key, previous, value)
+        log.info("setting %s changed from %r to %r", key, redacted(previous), redacted(value))
         self.notifier.notify(p.CHANGED, p.SettingChanged(key, _plain(value), _plain(previous)))
         for listener in self._listeners:
             try:
