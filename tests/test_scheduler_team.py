@@ -284,3 +284,41 @@ def test_daemons_fire_n_runs_exactly_n_times(tmp_path: Path, pg_url: str, daemon
 @pytest.mark.parametrize("daemons", [2, 3])
 def test_kill_9_mid_run_loses_nothing_and_doubles_nothing(tmp_path: Path, pg_url: str, daemons: int) -> None:
     _run_team(tmp_path, pg_url, daemons, 24, kill=True)
+
+
+@pytest.mark.anyio
+async def test_a_team_write_cancelled_in_flight_commits_and_answers_a_cancelled_one_writes_nothing(
+        pg_url: str) -> None:
+    """The commit rule holds on PostgreSQL too: a cancel that lands while a job's INSERT is on
+    the wire is dropped once it commits; one that lands before it stops it."""
+    from sidecar.commit import RequestGuard, current_guard
+    from sidecar.scheduler.jobstore import JobRow
+
+    store = PgJobStore(pg_url)
+    await store.open()
+    try:
+        await store.migrate()
+
+        async def insert_with_cancel(job_id: str, cancel_first: bool) -> tuple[bool, bool]:
+            with anyio.CancelScope() as scope:
+                guard = RequestGuard(scope.cancel)
+                token = current_guard.set(guard)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        if cancel_first:
+                            guard.request_cancel()
+                        else:
+                            tg.start_soon(_cancel_soon, guard)  # lands while the INSERT is in flight
+                        await store.insert_job(JobRow(job_id, job_id, "{}", False, None, 0.0, 0.0, 0.0))
+                finally:
+                    current_guard.reset(token)
+            return scope.cancelled_caught, await store.get_job(job_id) is not None
+
+        async def _cancel_soon(guard: RequestGuard) -> None:
+            await anyio.lowlevel.checkpoint()  # the insert has been sent and awaits the server
+            assert guard.request_cancel() is True  # noted, deferred until the write ends
+
+        assert await insert_with_cancel("in-flight", cancel_first=False) == (False, True)
+        assert await insert_with_cancel("before", cancel_first=True) == (True, False)
+    finally:
+        await store.close()

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sidecar.errors import PermissionDenied, SidecarError, Unavailable
 from sidecar.scheduler.jobstore import Capacity, JobRow, Planner, RunRow
+from sidecar.store.database import commit_rule
 
 log = logging.getLogger("sidecar.scheduler")
 
@@ -238,10 +239,15 @@ class PgJobStore:
 
     # jobs ----------------------------------------------------------------------------------
 
+    # A request's writes follow the commit rule (sidecar/commit.py) here as in SQLite: once
+    # sent they are waited for (command_timeout bounds it), and a committed one is answered.
+
     async def insert_job(self, job: JobRow) -> None:
-        await self._pool.execute(
+        async with commit_rule():
+            await self._pool.execute(
             f"INSERT INTO scheduler_jobs ({_JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            job.id, job.name, job.spec, job.enabled, job.next_run_at, job.anchor, job.created_at, job.updated_at)
+                job.id, job.name, job.spec, job.enabled, job.next_run_at, job.anchor, job.created_at,
+                job.updated_at)
 
     async def get_job(self, job_id: str) -> JobRow | None:
         row = await self._pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM scheduler_jobs WHERE id = $1", job_id)
@@ -256,19 +262,22 @@ class PgJobStore:
         return [_job(r) for r in rows]
 
     async def update_job(self, job: JobRow) -> bool:
-        status = await self._pool.execute(
-            "UPDATE scheduler_jobs SET name = $1, spec = $2, enabled = $3, next_run_at = $4, anchor = $5, "
-            "updated_at = $6 WHERE id = $7",
-            job.name, job.spec, job.enabled, job.next_run_at, job.anchor, job.updated_at, job.id)
+        async with commit_rule():
+            status = await self._pool.execute(
+                "UPDATE scheduler_jobs SET name = $1, spec = $2, enabled = $3, next_run_at = $4, anchor = $5, "
+                "updated_at = $6 WHERE id = $7",
+                job.name, job.spec, job.enabled, job.next_run_at, job.anchor, job.updated_at, job.id)
         return status != "UPDATE 0"
 
     async def delete_job(self, job_id: str) -> bool:
-        return await self._pool.execute("DELETE FROM scheduler_jobs WHERE id = $1", job_id) != "DELETE 0"
+        async with commit_rule():
+            return await self._pool.execute("DELETE FROM scheduler_jobs WHERE id = $1", job_id) != "DELETE 0"
 
     async def cancel_open_runs(self, job_id: str, now: float, reason: str) -> list[RunRow]:
-        rows = await self._pool.fetch(
-            "UPDATE scheduler_runs SET status = 'cancelled', finished_at = $1, error = $2 "
-            f"WHERE job_id = $3 AND status = 'pending' RETURNING {_RUN_COLUMNS}", now, reason, job_id)
+        async with commit_rule():
+            rows = await self._pool.fetch(
+                "UPDATE scheduler_runs SET status = 'cancelled', finished_at = $1, error = $2 "
+                f"WHERE job_id = $3 AND status = 'pending' RETURNING {_RUN_COLUMNS}", now, reason, job_id)
         return [_run(r) for r in rows]
 
     # the loop ------------------------------------------------------------------------------
@@ -297,7 +306,8 @@ class PgJobStore:
         return inserted
 
     async def add_run(self, run: RunRow) -> RunRow:
-        await self._pool.fetchval(_INSERT_RUN, *_run_values(run))
+        async with commit_rule():
+            await self._pool.fetchval(_INSERT_RUN, *_run_values(run))
         return run
 
     async def claim(self, now: float, owner: str, lease_until: float, capacity: Capacity,
