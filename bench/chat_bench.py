@@ -1,6 +1,6 @@
 """chat/send overheads against a bare httpx client reading the same fixture stream.
 
-    .venv/bin/python bench/chat_bench.py [--runs 200] [--warmup 20] [--events 2000] [--event-runs 5]
+    .venv/bin/python bench/chat_bench.py [--runs 200] [--warmup 20] [--events 2000] [--event-runs 5] [--api-key]
 
 The fixture server (tests/support/http_fixture.py) runs in a process of its own on 127.0.0.1,
 so neither side shares an interpreter (or a GIL) with it. It stamps every request when it has
@@ -11,6 +11,8 @@ headers and the first delta at once, until the reader has that delta).
 
 **First token, warm on both sides** (`--runs` runs after `--warmup`, p50/p99): a short Anthropic
 stream whose first write holds `message_start` and the first text delta, the rest 5 ms later.
+Bare and daemon runs are taken in turn (bare, daemon, bare, ...), so that both sides meet the
+same moments of a busy machine (the bare reader runs on an event loop in a thread of its own).
 - bare: ONE `httpx.AsyncClient` kept across runs (its keep-alive connection reused, as the
   daemon's shared client does), `client.stream` + `aiter_lines` + a JSON decode per `data:`
   line, timed from calling `stream` to decoding the first `content_block_delta`;
@@ -18,35 +20,45 @@ stream whose first write holds `message_start` and the first text delta, the res
   `sidecar.client.DaemonClient` as a shell would: `chat/send {message, tools: false}` (a new
   conversation each run), timed from writing the request to its stdin until the shell's reader
   has the first `chat/delta` `text_delta` line. *To request* is here the stdin hop, decoding,
-  provider resolution, the conversation + user message + reply-row writes, budget/prompt
-  building and the HTTP send; *to token* is the provider's first byte through the adapter, the
-  `chat/delta` encoding, the stdout write and the shell's read.
+  provider resolution (with `--api-key`, a secret store read), budget/prompt building and the
+  HTTP send; *to token* is the provider's first byte through the adapter, the `chat/delta`
+  encoding, the stdout write and the shell's read. The turn's rows are written after the
+  request went out (sidecar/llm/chat.py `Turn._open`).
 
 **Per event** (`--events` deltas, median of `--event-runs`, in process so that no pipe is
 counted): bare (warm) vs `stream_chat` through the Anthropic adapter vs `chat/send` through the
 real session over memory streams (tests/harness.py), every event encoded as a `chat/delta` and
 written. Per-event overhead = (reader total − bare total) / N.
 
-Figures (2 cores shared with 7 other busy agents; 200 runs after 20 warm-up; ms):
+Figures (2 cores shared with other busy agents, measured while the machine was quiet; this
+bench, default 200 runs after 20 warm-up, 3 runs each, before and after taken in turn; ms;
+"added" = daemon − bare, p50 − p50 and p99 − p99):
 
-    first token                           before          after
-                                         p50    p99      p50    p99
-    bare httpx: first delta             0.93   1.93     1.19   1.97
-      to request (server has it)        0.55   1.12     0.69   1.19
-      server has it -> delta read       0.39   0.81     0.49   0.81
-    daemon over stdio: first chat/delta 4.22   9.60     2.96   4.36
-      to request (server has it)        3.39   8.40     2.15   3.41
-      server has it -> delta read       0.81   1.34     0.77   1.43
-    added by the daemon (p50-p50, p99-p99) 3.30  7.67   1.77   2.39
-    per event, added vs bare (µs)       10.7             4.4   (this path is unchanged: noise)
+    first token (no API key)          before: 3 runs           after: 3 runs
+                                      p50       p99            p50       p99
+    bare httpx: first delta           1.51 1.05 1.10  2.55 2.22 1.53   0.95 1.02 0.96  1.64 1.77 1.48
+    daemon over stdio                 3.93 2.71 2.73  7.10 4.17 4.09   1.61 1.70 1.61  2.61 2.63 2.15
+    added by the daemon               2.42 1.66 1.64  4.55 1.95 2.56   0.66 0.67 0.65  0.97 0.85 0.67
+      of which to request (p50)       1.97 1.38 1.32                   0.31 0.32 0.32
+    with --api-key: added             1.80 1.77 2.65  2.62 2.60 6.55   1.01 0.86 0.92  1.61 1.47 1.59
 
-"before": the conversation, the user's message and the reply row were written (three
-transactions, each a worker-thread hop, ~0.3-0.4 ms apiece in process, far more at p99) before
-the request went out. "after": they run alongside the request, in the same order, shielded
-(sidecar/llm/chat.py `Turn._open`). What is left before the request (~1.5 ms over bare at p50)
-is the stdin hop and dispatch, the provider row + key read (a thread hop) and budget/prompt
-building; after the first byte the daemon adds ~0.3 ms (adapter, `chat/delta`, stdout, the
-shell's read).
+With 1000 runs after 50 (3 runs each, the machine busier): added p50 2.36 2.36 2.24 -> 0.90
+1.18 0.80, p99 12.0 3.82 3.80 -> 2.64 1.99 1.55; with --api-key p50 2.12 2.37 2.25 -> 1.08 1.29
+1.08, p99 3.58 3.65 3.85 -> 2.08 2.31 1.93. Per event, added vs bare: 2-6 µs either way (noise).
+
+"before" (the previous commit): the provider row and the key read from the store before every
+request (two worker-thread reads), a new TCP connection for every call (the adapters stopped
+reading at the model's stop, so httpx closed the unread body's connection: with a real provider
+a TLS handshake before every first token), and three opening writes (three writer-thread hops)
+racing the request as it was sent. "after": provider rows cached in ProvidersService (kept up
+to date by configure/delete), the body read to its end after the stop (bounded, `drain`) so the
+connection is kept, the opening rows in one transaction (sidecar/llm/rows.py) that starts once
+the request is on the wire and the first token relayed, or 50 ms after the request went out
+(a real model's first token comes later than that, so its rows still precede it). Left before
+the request: the stdin hop and dispatch, budget/prompt building and httpx's request set-up
+(~0.3 ms over bare at p50), plus, with a key, its secret store read (~0.3 ms: a worker-thread
+read, not cached because secrets/set can change it behind the provider's back); after the first
+byte, ~0.3 ms (adapter, `chat/delta`, stdout, the shell's read).
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ from typing import Any
 
 import anyio
 import httpx
+from anyio.from_thread import start_blocking_portal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,6 +121,7 @@ def serve_fixture(conn: Connection, events: int) -> None:
     "requests" with [(path, received_at)] for every request so far, "stop" ends."""
     with HttpFixtureServer() as server:
         server.route("POST", "/v1/messages", first_delta_split(stream_body(SHORT), FIRST_GAP))
+        server.route("POST", "/bare/v1/messages", first_delta_split(stream_body(SHORT), FIRST_GAP))
         server.route("POST", "/long/v1/messages", first_delta_split(stream_body(events), GAP))
         conn.send(server.url)
         while True:
@@ -141,24 +155,26 @@ class Fixture:
 Run = tuple[float, float]
 
 
-async def bare_first(url: str, runs: int) -> list[Run]:
-    out: list[Run] = []
-    async with httpx.AsyncClient() as client:
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            first = 0.0
-            async with client.stream("POST", url + "/v1/messages", json={"stream": True}) as response:
-                async for line in response.aiter_lines():
-                    if line.startswith("data: "):
-                        data = json.loads(line[6:])
-                        if not first and data.get("type") == "content_block_delta":
-                            first = time.perf_counter()
-            out.append((t0, first))
-    return out
+async def bare_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient()
 
 
-def daemon_first(url: str, runs: int, data_dir: Path) -> tuple[list[Run], list[float]]:
-    """chat/send over stdio; also the daemon's own `firstTokenMs` of each run."""
+async def bare_once(client: httpx.AsyncClient, url: str) -> Run:
+    t0 = time.perf_counter()
+    first = 0.0
+    async with client.stream("POST", url + "/bare/v1/messages", json={"stream": True}) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+                if not first and data.get("type") == "content_block_delta":
+                    first = time.perf_counter()
+    return t0, first
+
+
+def first_token(url: str, runs: int, data_dir: Path, api_key: bool = False) -> tuple[list[Run], list[Run],
+                                                                                      list[float]]:
+    """Bare and daemon runs taken in turn (bare, daemon, bare...), so that both sides meet the
+    same moments of a busy machine; the daemon's own `firstTokenMs` of each run too."""
     first: list[float] = [0.0]
 
     def on_message(payload: bytes) -> None:
@@ -166,25 +182,34 @@ def daemon_first(url: str, runs: int, data_dir: Path) -> tuple[list[Run], list[f
             first[0] = time.perf_counter()
 
     argv = [sys.executable, "-m", "sidecar", "serve", "--data-dir", str(data_dir), "--secrets-backend", "file"]
-    out: list[Run] = []
+    bare: list[Run] = []
+    daemon: list[Run] = []
     reported: list[float] = []
-    with DaemonClient(argv, on_message=on_message) as client:
+    with DaemonClient(argv, on_message=on_message) as client, start_blocking_portal() as portal:
         client.initialize("chat-bench")
-        client.request("providers/configure", {"id": "b", "kind": "anthropic", "model": "bench", "baseUrl": url})
-        for _ in range(runs):
-            request_id = client.next_id()
-            waiter = client.expect(request_id)
-            first[0] = 0.0
-            message = {"jsonrpc": "2.0", "id": request_id, "method": "chat/send",
-                       "params": {"message": "hi", "tools": False}}
-            t0 = time.perf_counter()
-            client.send(message)
-            response = client.wait(request_id, waiter)
-            if "error" in response:
-                raise RuntimeError(response["error"])
-            out.append((t0, first[0]))
-            reported.append(response["result"]["firstTokenMs"])
-    return out, reported
+        provider = {"id": "b", "kind": "anthropic", "model": "bench", "baseUrl": url}
+        if api_key:  # read from the secret store for every request, as a configured key is
+            provider["apiKey"] = "sk-ant-bench-0123456789"
+        client.request("providers/configure", provider)
+        reader = portal.call(bare_client)
+        try:
+            for _ in range(runs):
+                bare.append(portal.call(bare_once, reader, url))
+                request_id = client.next_id()
+                waiter = client.expect(request_id)
+                first[0] = 0.0
+                message = {"jsonrpc": "2.0", "id": request_id, "method": "chat/send",
+                           "params": {"message": "hi", "tools": False}}
+                t0 = time.perf_counter()
+                client.send(message)
+                response = client.wait(request_id, waiter)
+                if "error" in response:
+                    raise RuntimeError(response["error"])
+                daemon.append((t0, first[0]))
+                reported.append(response["result"]["firstTokenMs"])
+        finally:
+            portal.call(reader.aclose)
+    return bare, daemon, reported
 
 
 def split(runs: list[Run], received: list[float]) -> dict[str, list[float]]:
@@ -262,16 +287,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--events", type=int, default=2000, help="deltas of the per-event stream")
     parser.add_argument("--event-runs", type=int, default=5)
+    parser.add_argument("--api-key", action="store_true", help="configure the daemon's provider with an API key")
     args = parser.parse_args()
     fixture = Fixture(args.events)
     try:
         total = args.warmup + args.runs
-        bare_runs = anyio.run(bare_first, fixture.url, total)
-        bare_received = [at for path, at in fixture.requests() if path == "/v1/messages"]
         with tempfile.TemporaryDirectory() as tmp:
-            daemon_runs, reported = daemon_first(fixture.url, total, Path(tmp) / "data")
-        received = [at for path, at in fixture.requests() if path == "/v1/messages"]
-        daemon_received = received[len(bare_received):]
+            bare_runs, daemon_runs, reported = first_token(fixture.url, total, Path(tmp) / "data", args.api_key)
+        received = fixture.requests()
+        bare_received = [at for path, at in received if path == "/bare/v1/messages"]
+        daemon_received = [at for path, at in received if path == "/v1/messages"]
         per_event = {"bare": bare_total, "adapter": adapter_total, "daemon": daemon_total}
         totals = {name: statistics.median(anyio.run(fn, fixture.url, args.event_runs))
                   for name, fn in per_event.items()}
@@ -292,12 +317,10 @@ def main() -> None:
             ("  firstTokenMs (daemon's own)", reported[w:])]
     for name, values in rows:
         print(f"{name:34} {pct(values, .5):7.3f} {pct(values, .99):7.3f}")
-    diffs = {k: [d - b for d, b in zip(sorted(daemon[k]), sorted(bare[k]), strict=True)] for k in bare}
     print(f"{'added by the daemon (p50 − p50)':34} {pct(daemon['first'], .5) - pct(bare['first'], .5):7.3f} "
           f"{pct(daemon['first'], .99) - pct(bare['first'], .99):7.3f}")
     print(f"{'  of which to request':34} {pct(daemon['to request'], .5) - pct(bare['to request'], .5):7.3f}")
     print(f"{'  of which to token':34} {pct(daemon['to token'], .5) - pct(bare['to token'], .5):7.3f}")
-    del diffs
     n = args.events
     print(f"\nper event: {n} text deltas, median of {args.event_runs} runs, in process "
           f"(totals include a {GAP * 1e3:g} ms gap after the first delta)")

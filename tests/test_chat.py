@@ -378,3 +378,47 @@ async def test_mcp_server_tools_in_the_chat_loop(tmp_path: Path, http_fixture: H
         assert listed[0]["id"] == "calc"
         await daemon.call("mcp/servers/remove", {"id": "calc"})
         assert (await daemon.call("mcp/servers/list"))["servers"] == []
+
+
+async def test_a_reconfigured_or_deleted_provider_takes_effect_at_once(tmp_path: Path,
+                                                                       http_fixture: HttpFixtureServer) -> None:
+    """chat/send resolves providers from memory (no read before the request): configure and
+    delete must still show in the very next call."""
+    http_fixture.route("POST", "/v1/messages", sse("anthropic_text.sse"))
+    http_fixture.route("POST", "/other/v1/messages", sse("anthropic_text.sse"))
+    async with daemon_with_chat(tmp_path) as daemon:
+        await configure(daemon, http_fixture)
+        await daemon.call("chat/send", {"message": "one", "tools": False})
+        await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-haiku-4-5",
+                                                  "baseUrl": http_fixture.url + "/other", "apiKey": "sk-ant-new-key-42",
+                                                  "headers": {"x-team": "t2"}})
+        await daemon.call("chat/send", {"message": "two", "tools": False})
+        first, second = http_fixture.requests
+        assert (first.path, first.json()["model"], first.header("x-api-key")) == ("/v1/messages",
+                                                                                  "claude-sonnet-4-5", KEY)
+        assert (second.path, second.json()["model"]) == ("/other/v1/messages", "claude-haiku-4-5")
+        assert second.header("x-api-key") == "sk-ant-new-key-42" and second.header("x-team") == "t2"
+        # a key changed in the secret store directly is the one sent next
+        await daemon.call("secrets/set", {"name": "llm.provider.main.apiKey", "value": "sk-ant-rotated-99"})
+        await daemon.call("chat/send", {"message": "three", "tools": False})
+        assert http_fixture.requests[-1].header("x-api-key") == "sk-ant-rotated-99"
+        await daemon.call("providers/delete", {"id": "main"})
+        with pytest.raises(RpcError) as info:
+            await daemon.call("chat/send", {"message": "four", "provider": "main", "tools": False})
+        assert info.value.kind == "not_found" and len(http_fixture.requests) == 3
+
+
+async def test_turns_share_one_provider_connection(tmp_path: Path, http_fixture: HttpFixtureServer) -> None:
+    """Each turn reads its response to the end, so the shared client keeps the connection for the
+    next turn, even across providers on the same host (no new handshake before a first token)."""
+    http_fixture.route("POST", "/v1/messages", sse("anthropic_text.sse", chunk_size=50, chunked=True))
+    http_fixture.route("POST", "/v1/chat/completions", sse("openai_text.sse", chunked=True))
+    http_fixture.route("POST", "/api/chat", Response(200, {"content-type": "application/x-ndjson"},
+                                                     (FIXTURES / "ollama_text.ndjson").read_bytes()))
+    async with daemon_with_chat(tmp_path) as daemon:
+        await configure(daemon, http_fixture)
+        await configure(daemon, http_fixture, "openai", "oa", model="gpt-4o-mini")
+        await configure(daemon, http_fixture, "ollama", "local", model="llama3.2")
+        for provider in ("main", "oa", "local", "main"):
+            await daemon.call("chat/send", {"message": "hi", "provider": provider, "tools": False})
+        assert len(http_fixture.requests) == 4 and http_fixture.connections_accepted == 1

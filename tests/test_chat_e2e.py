@@ -23,8 +23,8 @@ def drain(client: DaemonClient) -> list[dict[str, Any]]:
             return out
 
 
-def test_chat_over_stdio_streams_and_cancels(spawn: Callable[..., DaemonClient],
-                                             http_fixture: HttpFixtureServer) -> None:
+def test_chat_over_stdio_streams_and_cancels(spawn: Callable[..., DaemonClient], http_fixture: HttpFixtureServer,
+                                             data_dir: Path) -> None:
     key = "sk-ant-e2e-SECRET-abcdef"
     http_fixture.route("POST", "/v1/messages",
                        Response.from_file(FIXTURES / "anthropic_text.sse", chunk_size=16,
@@ -59,6 +59,14 @@ def test_chat_over_stdio_streams_and_cancels(spawn: Callable[..., DaemonClient],
     audit = client.request("audit/list", {"conversationId": result["conversationId"]})
     assert [e["outcome"] for e in audit["entries"]] == ["cancelled", "ok"]
     assert key not in repr(client.request("audit/get", {"id": audit["entries"][1]["id"]}))
+    # a refused key: the error names the failure, never the key; nor does the daemon's log
+    http_fixture.route("POST", "/v1/messages", Response.json({"type": "error", "error": {
+        "type": "authentication_error", "message": f"invalid x-api-key {key}"}}, 401))
+    refused = client.call("chat/send", {"message": "again", "tools": False})
+    assert refused["error"]["data"]["kind"] == "provider_error" and key not in repr(refused)
+    assert client.close() == 0
+    log_text = (data_dir / "logs" / "sidecar.log").read_text()
+    assert "provider claude configured" in log_text and key not in log_text
 
 
 def test_a_crash_mid_stream_leaves_the_reply_incomplete(spawn: Callable[..., DaemonClient],

@@ -343,3 +343,40 @@ def test_token_bucket_spaces_requests() -> None:
         await bucket.acquire()
         return time.monotonic() - t
     assert 0.4 <= anyio.run(main) < 1.0
+
+
+@pytest.mark.parametrize("kind,name", [("anthropic", "anthropic_text.sse"), ("openai", "openai_text.sse"),
+                                       ("ollama", "ollama_text.ndjson")])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_the_next_call_reuses_the_connection(http_fixture: HttpFixtureServer, kind: str, name: str,
+                                             chunked: bool) -> None:
+    """A call ends by reading its body to the end (after the model's stop), so httpx keeps the
+    connection: a body closed unread closes it, and every call would pay a new TCP (and, with a
+    real provider, TLS) handshake before its first token."""
+    http_fixture.route("POST", PATHS[kind], recorded(kind, name, chunk_size=64, chunked=chunked))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as client:
+            for _ in range(3):
+                events = [e async for e in stream_chat(client, adapter_for(kind), config(kind, http_fixture), "k",
+                                                       request(), FAST)]
+                assert isinstance(events[-1], StopEvent)
+    anyio.run(main)
+    assert len(http_fixture.requests) == 3 and http_fixture.connections_accepted == 1
+
+
+def test_a_body_that_stalls_after_the_stop_does_not_hold_the_call(http_fixture: HttpFixtureServer) -> None:
+    """Reading on after the stop is bounded: a server that never ends the body after it is left
+    (the call completes, the connection is closed)."""
+    body = (FIXTURES / "anthropic_text.sse").read_bytes()
+    http_fixture.route("POST", "/v1/messages", Response(200, {"content-type": "text/event-stream"}, [body],
+                                                        chunked=True, stall=True))
+
+    async def main() -> list[Any]:
+        with anyio.fail_after(20):  # a hang guard, not a measure
+            async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as client:
+                return [e async for e in stream_chat(client, adapter_for("anthropic"),
+                                                     config("anthropic", http_fixture), "k", request(), FAST)]
+    events = anyio.run(main)
+    assert text_of(events) == "Hello!" and isinstance(events[-1], StopEvent)
+    assert http_fixture.requests[0].wait_disconnected(5)

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import msgspec
@@ -27,7 +27,7 @@ import msgspec
 from protocol import llm as p
 from protocol.projects import ContentPart, TextPart, ToolCallPart, ToolResultPart, Usage
 from sidecar.commit import current_guard
-from sidecar.errors import ResourceExhausted, SidecarError, Unavailable
+from sidecar.errors import InvalidValue, ResourceExhausted, SidecarError, Unavailable
 from sidecar.llm import budget
 from sidecar.llm.providers import adapter_for
 from sidecar.llm.providers.base import (
@@ -39,6 +39,7 @@ from sidecar.llm.providers.base import (
     ProviderConfig,
     stream_chat,
 )
+from sidecar.llm.rows import open_turn
 from sidecar.llm.service import ProvidersService, UsageService
 from sidecar.llm.store import UsageRecord
 from sidecar.toolsource import ToolCall, ToolInfo, ToolRegistry
@@ -52,7 +53,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("sidecar.llm")
 
 Emit = Callable[[p.LlmEvent], Awaitable[None]]
+A = TypeVar("A")
+B = TypeVar("B")
 TITLE_CHARS = 60
+#: the longest the opening rows wait, after the request went out, for the first token to be relayed
+OPENING_DEFER_SECONDS = 0.05
 TOOL_RESULT_MAX_CHARS = 100_000
 _parts_decoder = msgspec.json.Decoder(list[ContentPart])
 
@@ -107,7 +112,17 @@ class ChatService:
 
     async def _send(self, params: p.ChatSendParams, emit: Emit) -> p.ChatSendResult:
         started = time.perf_counter()
-        config, key = await self.providers.resolve(params.provider)
+        projects = self._projects()
+        history: list[Message] = []
+        conversation_id = params.conversationId
+        project_id = params.projectId
+        if projects is not None and conversation_id is not None:
+            # the key (a secret store read) and the history (a projects read) at once: two
+            # worker-thread reads in the time of one
+            (config, key), (conversation, rows, _more) = await _both(
+                self.providers.resolve(params.provider), projects.get_conversation(conversation_id, limit=10_000))
+        else:
+            config, key = await self.providers.resolve(params.provider)
         agent = self._agent(params.agent)
         model = params.model or _model_for(config, agent)
         max_tokens = min(params.maxTokens or config.max_output_tokens, config.max_output_tokens)
@@ -115,13 +130,13 @@ class ChatService:
         tools = await self._tools_for(agent) if params.tools else []
         allowed = {t.name for t in tools}
 
-        projects = self._projects()
-        history: list[Message] = []
-        conversation_id = params.conversationId
-        project_id = params.projectId
         if projects is not None and conversation_id is not None:
-            conversation, rows, _more = await projects.get_conversation(conversation_id, limit=10_000)
-            project_id = project_id or conversation.project_id
+            if project_id is not None and project_id != conversation.project_id:
+                # the turn's tools and usage would say one project while its rows are in another
+                where = f"project {conversation.project_id}" if conversation.project_id else "no project"
+                raise InvalidValue(f"conversation {conversation_id} is in {where}, not in project {project_id}",
+                                   "$.params.projectId")
+            project_id = conversation.project_id
             history = _history(rows)
         elif projects is None and conversation_id is None:
             conversation_id = "c_" + secrets.token_hex(10)
@@ -171,9 +186,9 @@ class ChatService:
 
 @dataclass(slots=True)
 class _Opening:
-    """The writes that open a turn: a new conversation (if `create`), the user's message, and
-    then the first reply row. They run alongside the first provider request (see
-    `Turn._open`), in this order, each its own transaction as before."""
+    """The rows that open a turn: a new conversation (if `create`), the user's message and the
+    reply row, in one transaction (sidecar/llm/rows.py) that runs alongside the first provider
+    request (`Turn._open`)."""
 
     create: bool
     agent: str
@@ -215,6 +230,8 @@ class Turn:
         #: set by ChatService when the turn's opening writes are still to be done (first round)
         self.opening: _Opening | None = None
         self._opening_error: BaseException | None = None
+        #: set once the round's first token has been relayed (while the opening rows wait for it)
+        self._first_relayed: anyio.Event | None = None
 
     async def run(self, messages: list[Message]) -> None:
         max_rounds = self.chat.settings.value("llm.maxToolRounds")
@@ -254,16 +271,27 @@ class Turn:
         last_checkpoint = time.perf_counter()
         try:
             async with anyio.create_task_group() as tg:
+                sent: Callable[[], object] | None = None
                 if opening is not None:
-                    # the request goes out while the turn's rows are written, not after them
-                    tg.start_soon(self._open, opening, tg.cancel_scope)
+                    # the rows are written while the provider works on the request: not before it
+                    # goes out, nor while it is sent or its first token relayed (a write's thread
+                    # competes with the loop); see `_open`
+                    request_sent = anyio.Event()
+                    sent = request_sent.set
+                    self._first_relayed = anyio.Event()
+                    tg.start_soon(self._open, opening, request_sent, self._first_relayed, tg.cancel_scope)
                 try:
                     events = stream_chat(await chat.providers.client(), adapter, self.config, self.key, request,
-                                         chat.providers.retry_policy(), chat.providers.bucket(self.config), stats)
+                                         chat.providers.retry_policy(), chat.providers.bucket(self.config), stats,
+                                         sent)
                     await self._stream(events, current, checkpoint_every, last_checkpoint)
                     outcome = "ok"
                 except CallFailed as exc:
                     failed = exc
+                finally:
+                    if sent is not None:  # however the call ended, the rows wait no longer
+                        sent()
+                    self._relayed()
             if self._opening_error is not None:
                 outcome = "error"
                 error = str(self._opening_error)
@@ -289,24 +317,39 @@ class Turn:
                                          error)
         return current
 
-    async def _open(self, opening: _Opening, stream_scope: anyio.CancelScope) -> None:
-        """The opening writes, shielded: once begun they finish even if the stream fails or is
-        cancelled, so the stored turn is what it was when they ran before the request. A crash
-        leaves a prefix of them (conversation; + user message; + a "streaming" reply, marked
-        incomplete at the next start), as a crash between them always could. A failing write
-        (say, an unknown project) stops the stream and is the turn's error."""
+    async def _open(self, opening: _Opening, request_sent: anyio.Event, first_relayed: anyio.Event,
+                    stream_scope: anyio.CancelScope) -> None:
+        """The opening rows (sidecar/llm/rows.py: one transaction), written once the request is
+        on the wire and then either the first token has been relayed or OPENING_DEFER_SECONDS
+        have passed (or the call ended first). A real model takes longer than that to start, so
+        its rows are stored before its first token, while the loop only waits; a model that
+        answers at once is not slowed by them. Shielded: once begun they finish even if the
+        stream fails or is cancelled, so a cancelled or failed turn is stored as it would be had
+        they run first. A crash leaves them all or none. A failing write (say, an unknown
+        project) stops the stream (the provider sees the disconnect) and is the turn's error;
+        nothing of the turn is stored then."""
         assert self.projects is not None
         with anyio.CancelScope(shield=True):
             try:
-                if opening.create:
-                    conversation = await self.projects.create_conversation(self.project_id, opening.agent,
-                                                                           _title(opening.message))
-                    self.conversation_id = conversation.id
-                await self.projects.append_message(self.conversation_id, "user", [TextPart(opening.message)])
-                self.message_id = await self.projects.begin_message(self.conversation_id, "assistant", self.model)
+                await request_sent.wait()
+                with anyio.move_on_after(OPENING_DEFER_SECONDS):
+                    await first_relayed.wait()
+                opened = await open_turn(
+                    self.projects, conversation_id=None if opening.create else self.conversation_id,
+                    project_id=self.project_id, agent=opening.agent, title=_title(opening.message),
+                    message=opening.message, model=self.model)
             except Exception as exc:  # noqa: BLE001 - raised by _round once the stream has stopped
                 self._opening_error = exc
                 stream_scope.cancel()
+            else:
+                self.conversation_id = opened.conversation_id
+                self.message_id = opened.message_id
+
+    def _relayed(self) -> None:
+        """The first token is out (or the call ended): the opening rows need not wait for it."""
+        if self._first_relayed is not None:
+            self._first_relayed.set()
+            self._first_relayed = None
 
     async def _stream(self, events: AsyncIterator[p.LlmEvent], current: Round, checkpoint_every: float,
                       last_checkpoint: float) -> None:
@@ -333,6 +376,8 @@ class Turn:
                 if event.model:
                     self.model = event.model
             await self.emit(event)
+            if self._first_relayed is not None and current.first_output is not None:
+                self._relayed()
             if (self.projects is not None and self.message_id is not None and checkpoint_every > 0
                     and time.perf_counter() - last_checkpoint >= checkpoint_every):
                 last_checkpoint = time.perf_counter()
@@ -364,7 +409,8 @@ class Turn:
         record = UsageRecord(
             id="u_" + secrets.token_hex(10), provider=self.config.id, model=stats.model or self.model,
             agent=self.agent.name if self.agent else None, project_id=self.project_id,
-            conversation_id=self.conversation_id, input_tokens=tin, output_tokens=tout, latency_ms=round(latency, 3),
+            conversation_id=self.conversation_id or None, input_tokens=tin, output_tokens=tout,
+            latency_ms=round(latency, 3),
             first_token_ms=None if first_output is None else round((first_output - call_started) * 1000, 3),
             outcome=outcome, attempts=max(1, stats.attempts),
             cost=self.chat.usage.cost(stats.model or self.model, tin, tout))
@@ -416,6 +462,27 @@ class Turn:
         if len(content) > TOOL_RESULT_MAX_CHARS:
             content = content[:TOOL_RESULT_MAX_CHARS] + f"\n[... cut at {TOOL_RESULT_MAX_CHARS} characters]"
         return content, result.is_error
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Two independent lookups run at once; if both fail, the first one's error is raised (the
+    same error for the same request, whichever finished first)."""
+    results: list[Any] = [None, None]
+    errors: list[Exception | None] = [None, None]
+
+    async def run(i: int, awaitable: Awaitable[Any]) -> None:
+        try:
+            results[i] = await awaitable
+        except Exception as exc:  # noqa: BLE001 - raised below, in a fixed order
+            errors[i] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, 0, first)
+        tg.start_soon(run, 1, second)
+    for error in errors:
+        if error is not None:
+            raise error
+    return results[0], results[1]
 
 
 def _history(rows: list[Any]) -> list[Message]:

@@ -58,6 +58,11 @@ class ProvidersService:
         self._secrets = secrets
         self.client = client
         self._buckets: dict[str, TokenBucket] = {}
+        #: provider rows (and their configs) by id, read once: only this service writes them, and
+        #: it updates this on configure and delete, so chat/send resolves one without a read
+        self._rows: dict[str, tuple[ProviderRow, ProviderConfig]] = {}
+        #: counts configure/delete writes: a read that raced one is not cached (it may be stale)
+        self._writes = 0
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -86,6 +91,8 @@ class ProvidersService:
             "max_output_tokens": params.maxOutputTokens or DEFAULT_MAX_OUTPUT[params.kind],
             "context_window": params.contextWindow or DEFAULT_WINDOW[params.kind],
             "requests_per_minute": params.requestsPerMinute, "has_key": int(has_key)})
+        self._writes += 1
+        self._rows[row.id] = (row, config_of(row))
         self._buckets.pop(params.id, None)
         if params.makeDefault or not self.settings.value("llm.defaultProvider"):
             await self.settings.set("llm.defaultProvider", params.id)
@@ -108,6 +115,8 @@ class ProvidersService:
             if secrets is not None:
                 await _forget(secrets, provider_id)
         await self.store.delete_provider(provider_id)
+        self._writes += 1
+        self._rows.pop(provider_id, None)
         self._buckets.pop(provider_id, None)
         if self.settings.value("llm.defaultProvider") == provider_id:
             await self.settings.reset("llm.defaultProvider")
@@ -124,10 +133,10 @@ class ProvidersService:
             if len(rows) != 1:
                 raise NotFound("no provider given and no default provider set: configure one with "
                                "providers/configure", provider=None)
-            row = rows[0]
+            row, config = rows[0], config_of(rows[0])
         else:
-            row = await self._row(provider_id)
-        return config_of(row), await self._key(row)
+            row, config = await self._cached(provider_id)
+        return config, await self._key(row)
 
     def bucket(self, config: ProviderConfig) -> TokenBucket | None:
         if config.requests_per_minute <= 0:
@@ -185,10 +194,19 @@ class ProvidersService:
     # ---- helpers -------------------------------------------------------------------------------
 
     async def _row(self, provider_id: str) -> ProviderRow:
-        row = await self.store.get_provider(provider_id)
-        if row is None:
-            raise NotFound(f"no provider {provider_id!r}", id=provider_id)
-        return row
+        return (await self._cached(provider_id))[0]
+
+    async def _cached(self, provider_id: str) -> tuple[ProviderRow, ProviderConfig]:
+        found = self._rows.get(provider_id)
+        if found is None:
+            writes = self._writes
+            row = await self.store.get_provider(provider_id)
+            if row is None:
+                raise NotFound(f"no provider {provider_id!r}", id=provider_id)
+            found = (row, config_of(row))
+            if writes == self._writes:
+                self._rows[provider_id] = found
+        return found
 
     async def _key(self, row: ProviderRow) -> str | None:
         if not row.has_key:

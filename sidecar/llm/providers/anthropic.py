@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.llm import ErrorEvent, LlmEvent, MessageStart, StopEvent, TextDelta, UsageEvent
 from protocol.projects import TextPart, ToolCallPart, ToolResultPart
-from sidecar.llm.providers.base import Adapter, ChatRequest, ProviderConfig, ToolCalls, decode_json, stop_reason
+from sidecar.llm.providers.base import (
+    Adapter,
+    ChatRequest,
+    ProviderConfig,
+    ToolCalls,
+    decode_json,
+    drain,
+    stop_reason,
+)
 from sidecar.llm.sse import SSEParser
 
 if TYPE_CHECKING:
@@ -79,7 +87,8 @@ class AnthropicAdapter(Adapter):
         input_tokens = output_tokens = 0
         reason: str | None = None
         saw_tool = False
-        async for chunk in response.aiter_bytes():
+        chunks = response.aiter_bytes()
+        async for chunk in chunks:
             for sse in parser.feed_bytes(chunk):
                 if sse.event == "ping":
                     continue
@@ -123,6 +132,7 @@ class AnthropicAdapter(Adapter):
                         yield calls.end(index)
                     yield UsageEvent(inputTokens=input_tokens, outputTokens=output_tokens)
                     yield StopEvent(reason=stop_reason(reason, saw_tool and reason is None))
+                    await drain(chunks)
                     return
                 elif kind == "error":
                     error = data.get("error") or {}

@@ -19,7 +19,7 @@ import random
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,25 @@ class Adapter(ABC):
                 **config.headers, **self.auth_headers(api_key)}
 
 
+#: after a stream's stop, how long the rest of the body (the chunked terminator) is waited for
+DRAIN_SECONDS = 0.25
+
+
+async def drain(chunks: AsyncIterator[Any]) -> None:
+    """Read what is left of a response body after the model's stop, so that httpx hands the
+    keep-alive connection back to the pool: a body closed unread closes its connection, and
+    the next call pays a new TCP (and TLS) handshake before its first token. Bounded, and
+    quiet: the answer is complete whatever happens to the rest."""
+    import httpx
+
+    with anyio.move_on_after(DRAIN_SECONDS):
+        try:
+            async for _ in chunks:
+                pass
+        except (httpx.TransportError, httpx.StreamError):
+            pass
+
+
 def malformed(what: str) -> CallFailed:
     return CallFailed(f"the provider sent a malformed stream ({what})", failure="malformed",
                       error_type="malformed_stream")
@@ -353,14 +372,27 @@ _OUTPUT = (TextDelta, ToolCallStart, StopEvent)
 
 async def stream_chat(client: httpx.AsyncClient, adapter: Adapter, config: ProviderConfig, api_key: str | None,
                       request: ChatRequest, policy: RetryPolicy, limiter: TokenBucket | None = None,
-                      stats: CallStats | None = None) -> AsyncIterator[LlmEvent]:
+                      stats: CallStats | None = None, sent: Callable[[], object] | None = None
+                      ) -> AsyncIterator[LlmEvent]:
     """The events of one chat call. Retries (backoff with jitter, or the provider's retry-after)
     only while nothing of the model's output has been yielded: events before the first output
     (message start, usage) are held back until then. Raises CallFailed; cancellation closes the
-    HTTP stream at once (the response's `async with` closes the connection)."""
+    HTTP stream at once (the response's `async with` closes the connection).
+
+    `sent()` is called once, when the first attempt's request is on the wire (httpcore's `trace`
+    extension: the body was written) or has to wait for the network anyway (a new connection
+    being opened, the rate limit), or when that attempt ended without getting there: work that
+    should not compete with sending the request waits for it, and not longer."""
     import httpx
 
     stats = stats if stats is not None else CallStats()
+    extensions = None
+    if sent is not None:
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            if sent is not None and (name.endswith(".send_request_body.complete")
+                                     or name == "connection.connect_tcp.started"):
+                sent()
+        extensions = {"trace": trace}
     url = adapter.chat_url(config)
     headers = adapter.headers(config, api_key)
     body = msgspec.json.encode(adapter.chat_body(request))
@@ -368,12 +400,14 @@ async def stream_chat(client: httpx.AsyncClient, adapter: Adapter, config: Provi
     attempt = 0
     while True:
         if limiter is not None:
+            if sent is not None:  # the bucket may hold the request for a while
+                sent()
             await limiter.acquire()
         stats.attempts += 1
         held: list[LlmEvent] = []
         output = False
         try:
-            async with client.stream("POST", url, content=body, headers=headers) as response:
+            async with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:
                 stats.status = response.status_code
                 if response.status_code >= 400:
                     raw = await response.aread()
@@ -412,6 +446,10 @@ async def stream_chat(client: httpx.AsyncClient, adapter: Adapter, config: Provi
             failed = classify_transport(exc)
             if output:
                 failed.message = "the connection to the provider broke mid-answer"
+        finally:
+            if sent is not None:
+                sent()
+                sent = None
         if output or not failed.retryable or attempt >= policy.max_retries:
             raise failed
         wait = policy.delay(attempt, failed.retry_after)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.llm import ErrorEvent, LlmEvent, MessageStart, StopEvent, TextDelta, UsageEvent
 from protocol.projects import TextPart, ToolCallPart, ToolResultPart
-from sidecar.llm.providers.base import Adapter, ChatRequest, ProviderConfig, ToolCalls, decode_json, stop_reason
+from sidecar.llm.providers.base import (
+    Adapter,
+    ChatRequest,
+    ProviderConfig,
+    ToolCalls,
+    decode_json,
+    drain,
+    stop_reason,
+)
 from sidecar.llm.sse import aiter_ndjson_lines
 
 if TYPE_CHECKING:
@@ -69,7 +77,8 @@ class OllamaAdapter(Adapter):
         calls = ToolCalls()
         started = False
         count = 0
-        async for line in aiter_ndjson_lines(response.aiter_bytes()):
+        lines = aiter_ndjson_lines(response.aiter_bytes())
+        async for line in lines:
             data = decode_json(line, "a line")
             if not isinstance(data, dict):
                 continue
@@ -94,6 +103,7 @@ class OllamaAdapter(Adapter):
                 yield UsageEvent(inputTokens=int(data.get("prompt_eval_count") or 0),
                                  outputTokens=int(data.get("eval_count") or 0))
                 yield StopEvent(reason=stop_reason(data.get("done_reason"), count > 0))
+                await drain(lines)
                 return
 
     def parse_models(self, data: Any) -> list[str]:

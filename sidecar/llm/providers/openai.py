@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.llm import ErrorEvent, LlmEvent, MessageStart, StopEvent, TextDelta, UsageEvent
 from protocol.projects import TextPart, ToolCallPart, ToolResultPart
-from sidecar.llm.providers.base import Adapter, ChatRequest, ProviderConfig, ToolCalls, decode_json, stop_reason
+from sidecar.llm.providers.base import (
+    Adapter,
+    ChatRequest,
+    ProviderConfig,
+    ToolCalls,
+    decode_json,
+    drain,
+    stop_reason,
+)
 from sidecar.llm.sse import SSEParser
 
 if TYPE_CHECKING:
@@ -74,7 +82,8 @@ class OpenAIAdapter(Adapter):
         usage: dict[str, Any] | None = None
         saw_tool = False
         done = False
-        async for chunk in response.aiter_bytes():
+        chunks = response.aiter_bytes()
+        async for chunk in chunks:
             for sse in parser.feed_bytes(chunk):
                 if sse.data == "[DONE]":
                     done = True
@@ -120,6 +129,7 @@ class OpenAIAdapter(Adapter):
         yield UsageEvent(inputTokens=int(usage.get("prompt_tokens") or 0),
                          outputTokens=int(usage.get("completion_tokens") or 0))
         yield StopEvent(reason=stop_reason(finish, saw_tool))
+        await drain(chunks)
 
     def parse_models(self, data: Any) -> list[str]:
         return [str(m["id"]) for m in (data.get("data") or []) if isinstance(m, dict) and "id" in m]
