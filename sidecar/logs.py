@@ -344,8 +344,15 @@ def handler() -> NonBlockingHandler | None:
     return _handler
 
 
+#: libraries that log a line per request at INFO (httpx: "HTTP Request: POST ..."); below
+#: debug they would put a log write on every provider call's path and flood the file
+CHATTY_LIBRARIES = ("httpx", "httpcore")
+
+
 def set_level(level: str) -> None:
     logging.getLogger().setLevel(LEVELS.get(level, logging.INFO))
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
 
 
 def dropped() -> dict[str, int]:

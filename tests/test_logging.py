@@ -215,6 +215,37 @@ def test_setup_routes_the_root_logger_and_shutdown_flushes(tmp_path: Path) -> No
         os.close(w)
 
 
+def test_per_request_library_lines_only_at_debug(tmp_path: Path) -> None:
+    """httpx logs each request at INFO: kept out of the log unless the level is debug."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    r, w = _pipe()
+    log_file = tmp_path / "logs" / "sidecar.log"
+    try:
+        logs.setup(log_file, "info", stderr_fd=w)
+        logging.getLogger("httpx").info("HTTP Request: POST at info")
+        logging.getLogger("httpx").warning("httpx warning kept")
+        logging.getLogger("sidecar.test").info("own info kept")
+        logs.set_level("debug")
+        logging.getLogger("httpx").info("HTTP Request: POST at debug")
+        logs.shutdown()
+        text = log_file.read_text()
+        assert "at info" not in text
+        assert "httpx warning kept" in text and "own info kept" in text and "at debug" in text
+    finally:
+        logs.shutdown()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+        for name in logs.CHATTY_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.captureWarnings(False)
+        os.close(r)
+        os.close(w)
+
+
 def test_the_log_file_rotates(tmp_path: Path, handler_factory: Callable[..., logs.NonBlockingHandler]) -> None:
     log_file = tmp_path / "logs" / "sidecar.log"
     handler = handler_factory("t.rotate", log_file=log_file, stderr_fd=None)
