@@ -9,10 +9,11 @@ task's lag (how late its `sleep(0.001)` wakes: the delay any request would see) 
 throughput of three ways to run the same database work:
 
   inline  on the event loop, yielding between operations (the best case for inline)
-  store   `sidecar.store.database.Database.write/read`: worker threads via
-          `anyio.to_thread.run_sync`, one writer connection behind a limiter of 1
-          (BEGIN IMMEDIATE, shielded, under the commit rule), a pool of query_only reader
-          connections, each read interruptible by its caller's cancellation (what sidecar does)
+  store   `sidecar.store.database.Database.write/read`: writes on the store's one writer
+          thread (one writer connection, behind a limiter of 1, BEGIN IMMEDIATE, shielded,
+          under the commit rule), reads on worker threads via `anyio.to_thread.run_sync`
+          with a pool of query_only reader connections, each read interruptible by its
+          caller's cancellation (what sidecar does)
   fresh   `anyio.to_thread.run_sync` opening a new connection for every call
 
 over three workloads: small write transactions (one INSERT each), point reads, and full

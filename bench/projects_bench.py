@@ -1,9 +1,13 @@
 """Projects/conversations figures on a real database file.
 
-    .venv/bin/python bench/projects_bench.py [--messages 100000]
+    .venv/bin/python bench/projects_bench.py [--messages 100000] [--inserts-only]
 
 Prints: inserting 10,000 messages one call at a time through ProjectsService (each its own
-transaction, as chat writes them) and then indexing them (messages reach the full-text indexes
+transaction, as chat writes them), beside references measured in the same run: the bare apsw
+loop (BEGIN IMMEDIATE, one INSERT into a one-column table, COMMIT), the append's own
+transaction run 10,000 times right on the calling thread (`Database.run_now`: its SQL and
+commit, no hand-off to the writer thread), and the same appends through the hand-off
+`Database.write` made before (anyio's thread pool behind `commit_rule()`); then indexing them (messages reach the full-text indexes
 in batches: a search, or the background indexer, indexes what is queued); a streamed reply
 (begin, checkpoints, finish); `projects/get` and `conversations/get` of a project with
 1,000 messages, and `conversations/search` p50/p99 over a generated corpus of English and
@@ -25,13 +29,15 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protocol.projects import TextPart  # noqa: E402
 from sidecar.projects import store  # noqa: E402
 from sidecar.projects.service import ProjectsService, new_id  # noqa: E402
-from sidecar.store.database import Database  # noqa: E402
+from sidecar.store.database import Database, commit_rule, connect  # noqa: E402
 
 EN = ("database migration index query latency deploy rollback kubernetes cluster memory leak review "
       "pull request schema table column backup restore invoice customer report chart budget meeting "
@@ -49,25 +55,145 @@ def sentence(rng: random.Random) -> str:
     return " ".join(rng.choice(words) for _ in range(rng.randint(8, 30)))
 
 
+class ToThreadDatabase(Database):
+    """`Database.write` as it was before the writer thread: each write handed to anyio's
+    thread pool (`to_thread.run_sync`, one thread at a time) under `commit_rule()`."""
+
+    async def write(self, fn):  # type: ignore[no-untyped-def]
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._write_limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._write_limiter.acquire()
+        try:
+            async with commit_rule():
+                return await anyio.to_thread.run_sync(self._transaction, fn, abandon_on_cancel=False,
+                                                      limiter=self._write_thread_limiter)
+        finally:
+            self._write_limiter.release()
+
+
+#: the 10,000 appends of each way are made in this many rounds, the ways taking turns, so that
+#: whatever else the machine does during the run falls on all of them alike
+ROUNDS = 5
+
+
+class Appends:
+    """One way of appending messages, on its own database file, timed round by round."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.seconds = 0.0
+
+    async def setup(self) -> None: ...
+
+    async def run(self, texts: list[str]) -> None: ...
+
+    async def timed(self, texts: list[str]) -> None:
+        started = time.perf_counter()
+        await self.run(texts)
+        self.seconds += time.perf_counter() - started
+
+
+class ServiceAppends(Appends):
+    """`ProjectsService.append_message`, one call (one transaction) per message."""
+
+    async def setup(self) -> None:
+        self.service = ProjectsService(self.db)
+        project = await self.service.create_project("insert bench")
+        self.conv_id = (await self.service.create_conversation(project.id, "general-assistant", "inserts")).id
+
+    async def run(self, texts: list[str]) -> None:
+        for text in texts:
+            await self.service.append_message(self.conv_id, "user", [TextPart(text)])
+
+
+class InlineAppends(Appends):
+    """The same appends' transactions (what `append_message` hands the writer), each run right
+    on the calling thread with `run_now`: their SQL and commit alone."""
+
+    async def setup(self) -> None:
+        self.conv_id = new_id("c")
+        self.db.run_now(lambda c: c.execute("INSERT INTO conversations (id, title) VALUES (?, 'inline')",
+                                            (self.conv_id,)))
+        self.encode = msgspec.json.Encoder()
+
+    async def run(self, texts: list[str]) -> None:
+        for text in texts:
+            content = self.encode.encode([TextPart(text)]).decode()
+            self.db.run_now(lambda c, content=content, text=text: store.insert_message(  # type: ignore[misc]
+                c, new_id("m"), self.conv_id, "user", content, text, "", 0, 0, "complete"))
+
+
+class BareInserts(Appends):
+    """BEGIN IMMEDIATE / one INSERT / COMMIT per text on a one-column table, with the store's
+    connection settings: the floor of a transaction per message."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self.conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+        self.seconds = 0.0
+
+    async def run(self, texts: list[str]) -> None:
+        for text in texts:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("INSERT INTO t (text) VALUES (?)", (text,))
+            self.conn.execute("COMMIT")
+
+
+async def insert_figures(tmp: Path, db: Database, texts: list[str]) -> dict[str, float]:
+    """Seconds for `texts` appended each way, one message per transaction: through the service
+    on `db` ("now"), through the service with the old `Database.write` ("old"), the same
+    transactions with no hand-off ("inline"), and the bare loop ("bare"); the others each on a
+    fresh database file."""
+    old_db, inline_db = ToThreadDatabase(tmp / "old.db"), Database(tmp / "inline.db")
+    old_db.open()
+    inline_db.open()
+    ways = {"now": ServiceAppends(db), "old": ServiceAppends(old_db), "inline": InlineAppends(inline_db),
+            "bare": BareInserts(tmp / "bare.db")}
+    try:
+        for way in ways.values():
+            await way.setup()
+        step = -(-len(texts) // ROUNDS)
+        for start in range(0, len(texts), step):
+            for way in ways.values():
+                await way.timed(texts[start:start + step])
+    finally:
+        old_db.close()
+        inline_db.close()
+        ways["bare"].conn.close()  # type: ignore[attr-defined]
+    return {name: way.seconds for name, way in ways.items()}
+
+
+def print_inserts(figures: dict[str, float]) -> None:
+    def line(label: str, name: str, note: str) -> None:
+        print(f"{label:<40}{figures[name]:.2f} s   ({figures[name] / 10:.3f} ms each)   {note}")
+    line("insert 10,000 messages, one call each", "now", "(target < 2 s)")
+    print(f"  references, this run (10,000 each, in {ROUNDS} rounds taking turns):")
+    line("    same, Database.write as before", "old", "(anyio to_thread + commit_rule)")
+    line("    the appends' transactions, run_now", "inline", "(SQL + commit, no hand-off)")
+    line("    bare apsw insert + commit", "bare", "(one-column table)")
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(total: int) -> None:
+async def run(total: int, inserts_only: bool) -> None:
     rng = random.Random(6)
     with tempfile.TemporaryDirectory() as tmp:
+        texts = [sentence(rng) for _ in range(10_000)]
         db = Database(Path(tmp) / "bench.db")
         db.open()
         service = ProjectsService(db)
-        # 1. 10,000 appends, one transaction each
-        project = await service.create_project("insert bench")
-        conv = await service.create_conversation(project.id, "general-assistant", "inserts")
-        texts = [sentence(rng) for _ in range(10_000)]
-        started = time.perf_counter()
-        for text in texts:
-            await service.append_message(conv.id, "user", [TextPart(text)])
-        insert_s = time.perf_counter() - started
+        # 1. 10,000 appends, one transaction each, beside the references
+        inserts = await insert_figures(Path(tmp), db, texts)
+        if inserts_only:
+            db.close()
+            print_inserts(inserts)
+            return
+        project = await service.create_project("stream bench")
         started = time.perf_counter()
         indexed = await service.index_pending()
         index_s = time.perf_counter() - started
@@ -150,8 +276,7 @@ async def run(total: int) -> None:
                     c, kind, match, None, 0, 21, candidates=count))
                 search_exact.append((time.perf_counter() - started) * 1000)
         db.close()
-    print(f"insert 10,000 messages, one call each   {insert_s:.2f} s   ({insert_s / 10:.3f} ms each)   "
-          f"(target < 2 s)")
+    print_inserts(inserts)
     print(f"  then indexing those 10,000             {index_s:.2f} s")
     print(f"streamed reply: begin/update/finish      {stream_ms:.3f} ms per call (50 checkpoints per message)")
     print(f"insert 10,000 messages, one transaction {batch_s:.2f} s")
@@ -171,8 +296,9 @@ async def run(total: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--inserts-only", action="store_true", help="only the insert figure and its references")
     args = parser.parse_args()
-    anyio.run(run, args.messages)
+    anyio.run(run, args.messages, args.inserts_only)
 
 
 if __name__ == "__main__":

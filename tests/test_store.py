@@ -4,6 +4,7 @@ nothing lost when the daemon is killed -9 in the middle of write transactions.""
 from __future__ import annotations
 
 import functools
+import gc
 import queue
 import subprocess
 import sys
@@ -640,13 +641,14 @@ def test_a_write_rolled_back_after_a_cancel_request_commits_nothing(tmp_path: Pa
             with anyio.CancelScope() as scope:
                 guard = RequestGuard(scope.cancel)
                 token = current_guard.set(guard)
+                loop = anyio.lowlevel.current_token()  # the writer thread is not an anyio worker
 
                 def fails_after_cancel(conn: apsw.Connection) -> None:
                     _insert("a.b")(conn)
-                    anyio.from_thread.run_sync(guard.request_cancel)
+                    anyio.from_thread.run_sync(guard.request_cancel, token=loop)
                     raise RuntimeError("constraint")
                 try:
-                    with pytest.raises(RuntimeError):
+                    with pytest.raises(RuntimeError, match="constraint"):
                         await db.write(fails_after_cancel)
                 finally:
                     current_guard.reset(token)
@@ -676,6 +678,199 @@ def test_a_write_without_a_guard_is_shielded(tmp_path: Path) -> None:
             db.close()
 
     anyio.run(main)
+
+
+# ---- the writer thread ---------------------------------------------------------------------
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sidecar-db-writer"]
+
+
+def test_concurrent_writes_run_one_at_a_time_in_arrival_order_off_the_loop(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        ran: list[tuple[int, int]] = []  # (write, thread)
+        active = [0]
+
+        def numbered(i: int) -> Callable[[apsw.Connection], int]:
+            def run(conn: apsw.Connection) -> int:
+                active[0] += 1
+                assert active[0] == 1  # never two at once
+                _insert(f"k.{i:03d}")(conn)
+                time.sleep(0.001 if i % 7 == 0 else 0)  # some slower: later ones queue up
+                ran.append((i, threading.get_ident()))
+                active[0] -= 1
+                return i
+            return run
+
+        results: list[int] = []
+
+        async def one(i: int) -> None:
+            results.append(await db.write(numbered(i)))
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(60):
+                    tg.start_soon(one, i)
+                    if i % 10 == 0:
+                        await anyio.lowlevel.checkpoint()  # let some start while others arrive
+            assert [i for i, _ in ran] == list(range(60))
+            assert sorted(results) == list(range(60))
+            threads = {ident for _, ident in ran}
+            assert len(threads) == 1 and threading.get_ident() not in threads
+            assert await _keys(db) == [f"k.{i:03d}" for i in range(60)]
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_a_write_cancelled_while_queued_writes_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        in_write, release = threading.Event(), threading.Event()
+
+        def holding_the_writer(conn: apsw.Connection) -> str:
+            _insert("a.first")(conn)
+            in_write.set()
+            assert release.wait(30)
+            return "first"
+
+        outcome: list[str] = []
+
+        async def queued(scope: anyio.CancelScope) -> None:
+            with scope:
+                await db.write(_insert("a.queued"))
+                outcome.append("written")
+            outcome.append("left while the writer was held" if not release.is_set() else "left later")
+
+        try:
+            scope = anyio.CancelScope()
+            async with anyio.create_task_group() as tg:
+                first = []
+                tg.start_soon(lambda: _append(first, db.write(holding_the_writer)))
+                await anyio.to_thread.run_sync(in_write.wait, 30)
+                tg.start_soon(queued, scope)
+                await anyio.wait_all_tasks_blocked()  # queued behind the first
+                scope.cancel()
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+            # it left at once, without waiting for the writer, and wrote nothing
+            assert first == ["first"] and scope.cancelled_caught
+            assert outcome == ["left while the writer was held"]
+            assert await _keys(db) == ["a.first"]
+            await db.write(_insert("a.after"))  # the writer is free again
+            assert await _keys(db) == ["a.after", "a.first"]
+        finally:
+            release.set()
+            db.close()
+
+    anyio.run(main)
+
+
+async def _append(out: list[Any], awaitable: Any) -> None:
+    out.append(await awaitable)
+
+
+def test_an_error_in_a_write_reaches_its_caller_and_the_writer_goes_on(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        try:
+            with pytest.raises(apsw.ConstraintError):
+                await db.write(lambda c: c.execute("INSERT INTO settings (key, value) VALUES (NULL, '1')"))
+
+            def stops(conn: apsw.Connection) -> None:
+                raise StopIteration  # an asyncio Future refuses it as an exception: wrapped
+            with pytest.raises(RuntimeError, match="StopIteration"):
+                await db.write(stops)
+            with pytest.raises(KeyError):
+                await db.write(lambda c: {}["missing"])
+            assert await db.write(lambda c: c.in_transaction) is True
+            assert await db.execute("INSERT INTO settings (key, value) VALUES ('a.b', '1')") == 1
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_close_waits_for_the_write_in_flight_then_writes_fail(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        in_write, release = threading.Event(), threading.Event()
+
+        def slow(conn: apsw.Connection) -> str:
+            _insert("a.b")(conn)
+            in_write.set()
+            assert release.wait(30)
+            return "committed"
+
+        closed = threading.Event()
+
+        def close_from_a_thread() -> None:
+            in_write.wait(30)
+            threading.Timer(0.05, release.set).start()
+            db.close()  # waits for the write in flight
+            closed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, close_from_a_thread)
+            assert await db.write(slow) == "committed"
+        assert closed.is_set()
+        with pytest.raises(RuntimeError, match="not open"):
+            await db.write(_insert("c.d"))
+        conn = apsw.Connection(str(tmp_path / "sidecar.db"))
+        try:
+            assert conn.execute("SELECT key FROM settings").fetchall() == [("a.b",)]
+        finally:
+            conn.close()
+        # opened again: writes work again (a new writer thread)
+        db.open()
+        try:
+            await db.write(_insert("e.f"))
+            assert await _keys(db) == ["a.b", "e.f"]
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
+def test_the_writer_thread_ends_with_its_database(tmp_path: Path) -> None:
+    """Closed, or collected without being closed (a tool, a test): no thread left behind."""
+    async def write_once(db: Database) -> threading.Thread:
+        await db.write(_insert("a.b"))
+        thread = db._writer_thread._thread
+        assert thread is not None and thread.is_alive() and thread in _writer_threads()
+        return thread
+
+    db = Database(tmp_path / "one.db")
+    db.open()
+    thread = anyio.run(write_once, db)
+    db.close()
+    assert not thread.is_alive()
+
+    forgotten = Database(tmp_path / "two.db")
+    forgotten.open()
+    thread = anyio.run(write_once, forgotten)
+    del forgotten
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_writes_from_two_event_loops_in_turn(tmp_path: Path) -> None:
+    """The writer thread serves whichever loop hands it a write (each anyio.run is a new loop)."""
+    db = Database(tmp_path / "sidecar.db")
+    db.open()
+    try:
+        for i in range(3):
+            anyio.run(db.execute, "INSERT INTO settings (key, value) VALUES (?, '1')", (f"k.{i}",))
+        assert db.run_now(lambda c: c.execute("SELECT count(*) FROM settings").fetchall()) == [(3,)]
+    finally:
+        db.close()
 
 
 def test_settings_store_writes(tmp_path: Path) -> None:

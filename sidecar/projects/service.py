@@ -465,8 +465,7 @@ class ProjectsService:
                              status: str = "complete", error: str | None = None) -> MessageRow:
         if status not in FINAL_STATUSES:
             raise InvalidValue(f"status must be one of {', '.join(FINAL_STATUSES)}", "$.params.status")
-        await self._update(message_id, parts, usage, status, error)
-        row = await self.db.read(lambda c: store.get_message(c, message_id))
+        row = await self._update(message_id, parts, usage, status, error)
         assert row is not None
         return row
 
@@ -490,20 +489,24 @@ class ProjectsService:
         return row
 
     async def _update(self, message_id: str, parts: Sequence[ContentPart], usage: Usage | None, status: str,
-                      error: str | None) -> None:
+                      error: str | None) -> MessageRow | None:
+        """Rewrite a streaming message; once it is finished, returns the row as written (read
+        back in the same transaction: a separate read would be a second trip to a thread)."""
         content = _ENCODE.encode(list(parts)).decode()
         text = parts_text(parts)
+        finished = status != "streaming"
 
-        def run(conn: apsw.Connection) -> None:
+        def run(conn: apsw.Connection) -> MessageRow | None:
             if store.update_message(conn, message_id, content, text, usage.inputTokens if usage else None,
                                     usage.outputTokens if usage else None, status, error, only_streaming=True):
-                return
+                return store.get_message(conn, message_id) if finished else None
             if store.get_message(conn, message_id) is None:
                 raise NotFound(f"no message {message_id}", id=message_id)
             raise InvalidValue(f"message {message_id} is no longer streaming", "$.params.id")
-        await self.db.write(run)
-        if status != "streaming":  # finished: indexable now
+        row = await self.db.write(run)
+        if finished:  # indexable now
             self._wrote_messages()
+        return row
 
     # ---- helpers -----------------------------------------------------------------------------
 
