@@ -283,6 +283,53 @@ class ModelDownloadResult(msgspec.Struct):
     path: str
 
 
+class StreamStartParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Open a streamed utterance: send audio with voice/stream/chunk, finish with voice/stream/end."""
+
+    language: Language | None = None
+    conversationId: Id | None = None
+    #: speak the reply when the stream ends (as voice/process)
+    speak: bool = True
+    #: silence after speech that ends the utterance on its own
+    silenceMs: Annotated[int, Meta(ge=200, le=5000)] = 800
+
+
+class StreamStarted(msgspec.Struct):
+    streamId: str
+    #: the most audio one stream buffers; more is refused with resource_exhausted
+    maxSeconds: float
+    #: a stream with no request for this long is dropped (then: not_found)
+    idleSeconds: float
+
+
+class StreamChunkParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """A piece of audio: `pcm16` is raw little-endian 16-bit samples at `sampleRate` with
+    `channels` interleaved; `wav` is a complete small WAV file (any rate/width/channels)."""
+
+    streamId: Id
+    base64: Annotated[str, Meta(min_length=1)]
+    format: Literal["pcm16", "wav"] = "pcm16"
+    sampleRate: Annotated[int, Meta(ge=8000, le=192_000)] = 16_000
+    channels: Annotated[int, Meta(ge=1, le=8)] = 1
+
+
+class StreamChunkResult(msgspec.Struct, omit_defaults=True):
+    streamId: str
+    #: audio buffered so far (16 kHz mono)
+    bufferedMs: float
+    #: the voice-activity detector has heard speech
+    speech: bool
+    #: the utterance is over (speech, then `silenceMs` of silence): further audio is refused;
+    #: call voice/stream/end for the result
+    ended: bool
+    #: audio of this chunk not taken because the utterance had already ended
+    ignoredMs: float = 0.0
+
+
+class StreamIdParams(msgspec.Struct, forbid_unknown_fields=True):
+    streamId: Id
+
+
 # ---- notifications ---------------------------------------------------------------------------------
 
 class VoiceEvent(StreamEvent, omit_defaults=True):
@@ -338,9 +385,21 @@ M_PAT_UPDATE = MethodSpec("voice/patterns/update", PatternUpdateParams, Pattern,
                           "Change a custom sentence template.", lane="voice")
 M_PAT_DELETE = MethodSpec("voice/patterns/delete", IdParams, Deleted, "Remove a custom sentence template.",
                           lane="voice")
+# Streamed input. All three share the lane "voice-stream", so a stream's chunks are taken in the
+# order they were sent and `end` runs after them. `end` runs the pipeline and streams its
+# voice/event stages on its own request, exactly as voice/process does.
+M_STREAM_START = MethodSpec("voice/stream/start", StreamStartParams, StreamStarted,
+                            "Open a streamed utterance (audio comes in voice/stream/chunk).", lane="voice-stream")
+M_STREAM_CHUNK = MethodSpec("voice/stream/chunk", StreamChunkParams, StreamChunkResult,
+                            "Add audio to a stream; says when voice-activity detection ended the utterance.",
+                            lane="voice-stream")
+M_STREAM_END = MethodSpec("voice/stream/end", StreamIdParams, ProcessResult,
+                          "Finish a stream: its utterance through the voice/process pipeline.",
+                          streams=(N_EVENT,), lane="voice-stream", long_running=True)
 M_MODEL_DOWNLOAD = MethodSpec("voice/models/download", ModelDownloadParams, ModelDownloadResult,
                               "Download a speech model (not available in offline builds).", long_running=True)
 
 METHODS = (M_PROCESS, M_TRANSCRIBE, M_UNDERSTAND, M_SPEAK, M_VOICES, M_SETTINGS, M_CONV_START, M_CONV_GET,
-           M_CONV_LIST, M_CONV_END, M_PAT_CREATE, M_PAT_LIST, M_PAT_UPDATE, M_PAT_DELETE, M_MODEL_DOWNLOAD)
+           M_CONV_LIST, M_CONV_END, M_PAT_CREATE, M_PAT_LIST, M_PAT_UPDATE, M_PAT_DELETE, M_MODEL_DOWNLOAD,
+           M_STREAM_START, M_STREAM_CHUNK, M_STREAM_END)
 NOTIFICATIONS = (N_EVENT, N_OPEN)

@@ -95,23 +95,51 @@ async def test_tts_voices_rate_volume(tmp_path: Path) -> None:
         voices = (await d.call("voice/voices", {}))["voices"]
         ids = {v["id"] for v in voices}
         assert "ko" in ids and any(v.endswith("en-us") for v in ids)
-        # (rate: pyttsx3 2.99's espeak driver ignores it when saving to a file; see the report)
         ko = await d.call("voice/speak", {"text": "설정을 열어 주세요"}, timeout=60)
         assert ko["voice"] == "ko" and ko["durationMs"] > 300
-        quiet = await d.call("voice/speak", {"text": "open settings", "volume": 0.2}, timeout=60)
-        loud = await d.call("voice/speak", {"text": "open settings", "volume": 1.0}, timeout=60)
-        # both are real speech; the volume itself is not asserted: pyttsx3's espeak driver does
-        # not apply it reliably when saving to a file (a CI run measured peaks 19,452 vs 20,289)
-        assert _peak(quiet["path"]) > 0 and _peak(loud["path"]) > 0
         settings = await d.call("voice/settings", {"rate": 160})
         assert settings["rate"] == 160 and {e["name"] for e in settings["engines"]} >= {"whisper.cpp", "faster-whisper"}
 
 
-def _peak(path: str) -> int:
+SENTENCE = "please run the daily backup recipe and then open the settings"
+
+
+async def test_tts_rate_changes_the_saved_audio(tmp_path: Path) -> None:
+    """pyttsx3's espeak driver used to drop a new rate (espeak_Cancel emptied the queue that
+    held it) and hand back files before they were written: the same sentence came out the same
+    length at 100, 150 and 250 words a minute. Alternating rates, back to back, each file must
+    have its own length: words a minute x seconds stays about the number of words."""
+    async with in_process(tmp_path / "d", extra=extras()) as d:
+        seconds: dict[int, list[float]] = {}
+        for rate in (150, 100, 250, 150, 300, 100):
+            r = await d.call("voice/speak", {"text": SENTENCE, "rate": rate, "volume": 1.0}, timeout=60)
+            assert Path(r["path"]).stat().st_size > 44
+            seconds.setdefault(rate, []).append(r["durationMs"] / 1000)
+    for rate, got in seconds.items():
+        assert max(got) - min(got) < 0.1, seconds  # the same request gives the same audio
+    assert seconds[100][0] > 1.3 * seconds[150][0] and seconds[150][0] > 1.3 * seconds[250][0], seconds
+    assert seconds[300][0] < seconds[250][0], seconds
+
+
+async def test_tts_volume_changes_the_saved_audio(tmp_path: Path) -> None:
+    """Volume with the rate changing too (as a shell's settings panel does): each file has the
+    RMS of its own volume."""
+    async with in_process(tmp_path / "d", extra=extras()) as d:
+        rms: dict[float, list[float]] = {}
+        for rate, volume in ((170, 1.0), (120, 0.2), (220, 0.6), (170, 1.0), (120, 0.2), (250, 1.0)):
+            r = await d.call("voice/speak", {"text": SENTENCE, "rate": rate, "volume": volume}, timeout=60)
+            rms.setdefault(volume, []).append(_rms(r["path"]))
+    assert all(x > 0 for xs in rms.values() for x in xs), rms
+    assert max(rms[0.2]) < 0.3 * min(rms[1.0]), rms
+    assert max(rms[0.2]) < rms[0.6][0] < min(rms[1.0]), rms
+
+
+def _rms(path: str) -> float:
     import numpy as np
 
     with wave.open(path) as w:
-        return int(np.max(np.abs(np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int32))))
+        a = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(a ** 2))) if len(a) else 0.0
 
 
 async def test_transcription_is_cancellable(tmp_path: Path, clips: dict[str, Path]) -> None:

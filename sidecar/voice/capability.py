@@ -5,14 +5,19 @@ text-to-speech (pyttsx3 on espeak-ng). Heavy libraries load on first use."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import anyio
 
 from sidecar.capability import Capability, Platform
 from sidecar.server.router import Router
 from sidecar.settings.registry import SettingDef
 from sidecar.voice import handlers
 from sidecar.voice.service import ENGINES, VoiceService
+
+log = logging.getLogger("sidecar.voice")
 
 
 class VoiceCapability(Capability):
@@ -42,9 +47,21 @@ class VoiceCapability(Capability):
     def register(self, router: Router) -> None:
         handlers.register(router, self.service)
 
+    async def _sweep_streams(self) -> None:
+        """Drop voice streams nobody has touched for `idle_seconds` (a shell that vanished
+        mid-utterance must not leave its audio buffered)."""
+        table = self.service.streams
+        while True:
+            await anyio.sleep(1.0)
+            for stream_id in table.sweep():
+                log.info("voice stream %s dropped: idle for %.0f s", stream_id, table.idle_seconds)
+
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sweep_streams)
+                yield
+                tg.cancel_scope.cancel()
         finally:
             self.service.close()

@@ -67,6 +67,18 @@ def register(router: Router, service: VoiceService) -> None:
         await service.delete_pattern(params.id)
         return v.Deleted(params.id)
 
+    @router.method(v.M_STREAM_START)
+    async def stream_start(ctx: RequestContext, params: v.StreamStartParams) -> v.StreamStarted:
+        return service.stream_start(params)
+
+    @router.method(v.M_STREAM_CHUNK)
+    async def stream_chunk(ctx: RequestContext, params: v.StreamChunkParams) -> v.StreamChunkResult:
+        return await service.stream_chunk(params)
+
+    @router.method(v.M_STREAM_END)
+    async def stream_end(ctx: RequestContext, params: v.StreamIdParams) -> v.ProcessResult:
+        return await service.stream_end(params.streamId, ctx.stream(v.N_EVENT).send)
+
     @router.method(v.M_MODEL_DOWNLOAD)
     async def model_download(ctx: RequestContext, params: v.ModelDownloadParams) -> v.ModelDownloadResult:
         return await service.download_model(params.name)

@@ -77,13 +77,17 @@ class Router:
             return [s.id for s in listing.workflows], aliases
         return None
 
-    async def prompt(self, limit: int = 700) -> str:
+    async def prompt(self, limit: int = 300) -> str:
         """The speech-to-text prompt: the live names in the sentences they are spoken in
         ("Run the daily backup recipe. Execute the data processing skill. Open settings."),
         recipes and tools first (few, and the likeliest to be misheard), then agents, up to
         `limit` characters. Whole sentences helped tiny.en far more than a bare name list:
         "execute data processing skill" came back as "execute today the processing skill"
-        with names alone, right with sentences."""
+        with names alone, right with sentences. But a long prompt hijacks tiny.en: at 700
+        characters (the old limit, filled with "Ask the ... agent." lines from the built-in
+        agents) "execute data processing skill" came back "Ask the code user agent. Ask the
+        process skill." and a spoken "yes" as "Ask the user agent." over and over, with the
+        full 30-s context too; at 300 characters 19 of 20 test commands were right."""
         sentences: list[str] = []
         recipes = await self.names("recipe")
         if recipes is not None:

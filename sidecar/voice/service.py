@@ -11,6 +11,7 @@ once, at first use, with `model-loading` / `model-loaded` events. TTS runs on it
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -29,6 +30,7 @@ from sidecar.errors import Conflict, InvalidValue, NotFound, SidecarError, Unava
 from sidecar.voice import audio as au
 from sidecar.voice import intents as it
 from sidecar.voice.routing import Outcome, Router, _say
+from sidecar.voice.streaming import Stream, StreamTable
 from sidecar.voice.store import ConversationRow, PatternRow, TurnRow, VoiceStore
 from sidecar.voice.stt.base import Cancelled, SttEngine, Transcript
 from sidecar.voice.tts import TtsEngine
@@ -90,8 +92,10 @@ class VoiceService:
         self._engines_lock = threading.Lock()
         self._patterns_loaded = False
         self._names_cache: tuple[float, str] = (0.0, "")
+        self.streams = StreamTable()
 
     def close(self) -> None:
+        self.streams.clear()
         self.tts.close()
         with self._engines_lock:
             for loaded in self._engines.values():
@@ -126,7 +130,9 @@ class VoiceService:
         if source.is_file():
             return str(source)
         if (source / "model.bin").is_file():  # a CTranslate2 directory: convert it once, locally
-            target = self.models_dir / f"ggml-{abs(hash(str(source.resolve()))) % 10**10}.bin"
+            # (hashlib, not hash(): str hashes change every process, which re-converted at each start)
+            digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:12]
+            target = self.models_dir / f"ggml-{digest}.bin"
             if not target.is_file():
                 from sidecar.voice.stt.ct2_ggml import convert
 
@@ -275,12 +281,14 @@ class VoiceService:
 
     # ---- the pipeline ----------------------------------------------------------------------------------
 
-    async def process(self, params: v.ProcessParams, emit: Emit = _noop) -> v.ProcessResult:
+    async def process(self, params: v.ProcessParams, emit: Emit = _noop,
+                      decoded: au.Audio | None = None) -> v.ProcessResult:
+        """`decoded`: audio already at hand (a finished stream) instead of `params.audio`."""
         t_run = time.perf_counter()
         timings: dict[str, float] = {}
         await emit(v.VoiceEvent(type="run-start"))
         try:
-            result = await self._process(params, emit, timings)
+            result = await self._process(params, emit, timings, decoded)
         except SidecarError as exc:
             await emit(v.VoiceEvent(type="error", durationMs=_ms(t_run), code=exc.kind, message=exc.message))
             raise
@@ -290,17 +298,20 @@ class VoiceService:
                                 language=result.language))
         return result
 
-    async def _process(self, params: v.ProcessParams, emit: Emit, timings: dict[str, float]) -> v.ProcessResult:
-        if (params.audio is None) == (params.text is None):
+    async def _process(self, params: v.ProcessParams, emit: Emit, timings: dict[str, float],
+                       decoded: au.Audio | None = None) -> v.ProcessResult:
+        if decoded is None and (params.audio is None) == (params.text is None):
             raise InvalidValue("give exactly one of audio and text", "$.params.audio")
         conv = await self._conversation_for(params.conversationId, params.language)
         audio_seconds = None
         stt_language = params.language or None
         audio_path = params.audio.path if params.audio else None
-        if params.audio is not None:
-            t0 = time.perf_counter()
-            decoded = await self.decode(params.audio)
-            timings["decode"] = _ms(t0)
+        if params.audio is not None or decoded is not None:
+            if decoded is None:
+                assert params.audio is not None
+                t0 = time.perf_counter()
+                decoded = await self.decode(params.audio)
+                timings["decode"] = _ms(t0)
             audio_seconds = round(decoded.duration_s, 3)
             t0 = time.perf_counter()
             await emit(v.VoiceEvent(type="stt-start"))
@@ -413,6 +424,31 @@ class VoiceService:
         if row.status != "active":
             raise Conflict(f"the voice conversation {conv_id} has ended", id=conv_id)
         return row
+
+    # ---- streamed input --------------------------------------------------------------------------------
+
+    def stream_start(self, params: v.StreamStartParams) -> v.StreamStarted:
+        st = self.streams.open(language=params.language, conversation_id=params.conversationId,
+                               speak=params.speak, silence_ms=params.silenceMs)
+        return v.StreamStarted(st.id, self.streams.max_seconds, self.streams.idle_seconds)
+
+    async def stream_chunk(self, params: v.StreamChunkParams) -> v.StreamChunkResult:
+        st = self.streams.get(params.streamId)
+        samples = await anyio.to_thread.run_sync(_chunk_samples, params)
+        ignored = self.streams.add(st, samples)
+        return v.StreamChunkResult(st.id, round(st.samples / 16, 1), st.vad.speech, st.vad.ended,
+                                   round(ignored / 16, 1))
+
+    async def stream_end(self, stream_id: str, emit: Emit = _noop) -> v.ProcessResult:
+        st = self.streams.get(stream_id)
+        st.busy = True
+        try:
+            audio = _stream_audio(st)
+            params = v.ProcessParams(conversationId=st.conversation_id, language=st.language, speak=st.speak)
+            result = await self.process(params, emit, decoded=audio)
+        finally:
+            self.streams.close(stream_id)  # a failed end drops the stream too: its audio is spent
+        return result
 
     # ---- speech out ------------------------------------------------------------------------------------
 
@@ -527,6 +563,36 @@ class VoiceService:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
+
+def _chunk_samples(params: v.StreamChunkParams) -> Any:
+    """One chunk as 16 kHz mono float32."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    try:
+        data = base64.b64decode(params.base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise au.BadAudio("the chunk is not valid base64", "bad_base64", "$.params.base64") from None
+    if params.format == "wav":
+        return au.decode_wav(data).samples
+    frame = 2 * params.channels
+    if len(data) % frame:
+        raise au.BadAudio(f"pcm16 with {params.channels} channel(s) comes in {frame}-byte frames; "
+                          f"the chunk has {len(data)} bytes", "not_audio", "$.params.base64")
+    x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    if params.channels > 1:
+        x = x.reshape(-1, params.channels).mean(axis=1)
+    return au.resample(x, params.sampleRate)
+
+
+def _stream_audio(st: Stream) -> au.Audio:
+    samples = st.vad.utterance(st.audio())
+    if len(samples) == 0:
+        raise au.BadAudio("the stream holds no audio", "no_samples", "$.params.streamId")
+    return au.Audio(samples, 16_000, 1, 2)
+
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 1)

@@ -74,6 +74,9 @@ class TtsEngine:
                         import pyttsx3
 
                         engine = pyttsx3.init(self._driver)
+                        # pyttsx3 queues property changes until its first run loop; an empty
+                        # run makes later `setProperty` calls reach the driver at once
+                        engine.runAndWait()
                     except Exception as exc:  # no espeak-ng library, no pyttsx3
                         log.warning("text-to-speech is unavailable: %s", exc)
                         error = exc
@@ -139,16 +142,55 @@ class TtsEngine:
         raise InvalidValue(f"no voice {wanted!r}" + (f"; close: {', '.join(close)}" if close else ""),
                            "$.params.voice", choices=close)
 
+    def _wait_idle(self, timeout: float) -> None:
+        """Block until espeak-ng's command thread has nothing queued or running."""
+        if self._driver != "espeak":
+            return
+        import time
+
+        from pyttsx3.drivers import _espeak
+
+        deadline = time.monotonic() + timeout
+        while _espeak.IsPlaying() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
     def synthesize(self, text: str, path: Path, *, voice: str, rate: int, volume: float) -> Speech:
-        """Blocking: speak `text` into the WAV file at `path`."""
+        """Blocking: speak `text` into the WAV file at `path`, at `rate` words per minute and
+        `volume` (0..1).
+
+        Why rate and volume used to be ignored when saving to a file: pyttsx3's espeak driver
+        runs espeak-ng in AUDIO_OUTPUT_RETRIEVAL mode, where `espeak_SetParameter` only queues
+        the change on espeak's own thread. `runAndWait()` then "stops whatever is playing"
+        first: `espeak_IsPlaying()` is true while those changes are still queued, so it calls
+        `espeak_Cancel()`, which empties the queue and restores the parameters of the last
+        utterance. The new rate (or volume) was dropped whenever espeak's thread had not
+        reached it yet. And `runAndWait()` returns after a fixed 10 ms sleep, not when the
+        utterance is done; the WAV file is written later from espeak's thread, so under load
+        the file read back was missing, empty, or (the next job having already pointed the
+        driver at its own path) the previous job's audio at the previous job's settings.
+
+        So: set the properties, wait until espeak's thread has applied them (idle again), then
+        synthesise, and wait for the driver's `finished-utterance` (sent after the file is
+        written) and for espeak to be idle before the next job."""
         import wave
 
+        timeout = 30.0 + len(text) / 10.0  # espeak makes ~100x real time; this only catches a hang
+
         def job(engine: Any) -> None:
-            engine.setProperty("voice", voice)
-            engine.setProperty("rate", rate)
-            engine.setProperty("volume", volume)
-            engine.save_to_file(text, str(path))
-            engine.runAndWait()
+            done = threading.Event()
+            token = engine.connect("finished-utterance", lambda **_: done.set())
+            try:
+                engine.setProperty("voice", voice)
+                engine.setProperty("rate", rate)
+                engine.setProperty("volume", volume)
+                self._wait_idle(timeout)
+                engine.save_to_file(text, str(path))
+                engine.runAndWait()
+                if not done.wait(timeout):
+                    raise Unavailable(f"text-to-speech did not finish within {timeout:.0f} s", reason="tts_timeout")
+                self._wait_idle(timeout)
+            finally:
+                engine.disconnect(token)
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self.call(job)

@@ -5,11 +5,11 @@ service calls once, in a worker thread. `transcribe` runs in a worker thread too
 return promptly once `cancelled()` turns true (between segments, or from the engine's abort
 callback when it has one), raising `Cancelled`.
 
-Streaming input (`voice/stream/start|chunk|end`, the next step) will feed 16 kHz mono
-chunks to a voice-activity detector; when it declares the utterance over, the collected
-samples go through this same `transcribe`. Engines that can decode incrementally may
-override `stream()` to return a `StreamSession`; the default buffers and transcribes at the
-end, so every engine supports streaming from the first day.
+Streamed input (`voice/stream/start|chunk|end`, sidecar/voice/streaming.py) feeds 16 kHz mono
+chunks to an energy voice-activity detector; when the utterance is over, the collected samples
+go through this same `transcribe` (via VoiceService.process). Engines that can decode
+incrementally may override `stream()` to return a `StreamSession`; the default buffers and
+transcribes at the end.
 """
 
 from __future__ import annotations

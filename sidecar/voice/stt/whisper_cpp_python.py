@@ -1,17 +1,21 @@
 """whisper.cpp through whisper-cpp-python (the binding the design card names), under the
-`whisper-cpp-python` extra. Measured here (tiny.en, 2 cores): 1.5-5 s per 2-second command
-(its bundled whisper.cpp has no `audio_ctx` shortcut and an old encoder), its import pulls
-librosa/numba, and identical calls gave different text (`Run daily mock-up recipe.`,
-`Run Callibachup Recipe.`, `Run by the way.` for one clip) even at temperature 0 — its
-default parameters sample with temperature fall-back. We call its low-level `_full` with our
-own 16 kHz samples (not its librosa file loader), temperature 0 and no fall-back, which makes
-it repeatable; it remains the least accurate of the three. Cancellation is between windows."""
+`whisper-cpp-python` extra. Measured here (tiny.en, 2 cores, bench/voice_bench.py): about
+1 s per 2-second command on a quiet machine (whisper.cpp through pywhispercpp: ~0.6 s), its
+import pulls librosa/numba, and identical calls gave different text (`Run daily mock-up
+recipe.`, `Run Callibachup Recipe.`, `Run by the way.` for one clip) even at temperature 0 —
+its default parameters sample with temperature fall-back. We call its low-level `_full` with
+our own 16 kHz samples (not its librosa file loader), temperature 0 and no fall-back, which
+makes it repeatable. Its bundled whisper.cpp has the `audio_ctx` knob, and the same shortened
+context as the pywhispercpp adapter (context.py) cut it to ~0.7 s, but it then got 7 of 8
+bench commands right instead of 8: so here it is off unless asked (`short_audio_ctx=True`).
+Cancellation is between windows."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sidecar.voice.stt import context
 from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, windows
 
 if TYPE_CHECKING:
@@ -21,6 +25,11 @@ if TYPE_CHECKING:
 class WhisperCppPythonEngine(SttEngine):
     name = "whisper-cpp-python"
     package = "whisper-cpp-python"
+
+    def __init__(self, model_path: str, *, threads: int = 2, short_audio_ctx: bool = False) -> None:
+        super().__init__(model_path, threads=threads)
+        self.short_audio_ctx = short_audio_ctx
+        self.fallbacks = 0
 
     @classmethod
     def module(cls) -> str:
@@ -49,7 +58,20 @@ class WhisperCppPythonEngine(SttEngine):
             if cancelled():
                 raise Cancelled()
             padded = np.ascontiguousarray(np.pad(window, (0, max(0, 17_600 - len(window)))), dtype=np.float32)
-            result = self._w._full(padded)
+            seconds = len(padded) / 16_000
+            result = None
+            ctx = context.audio_ctx_for(len(padded)) if self.short_audio_ctx else 0
+            if ctx:  # the same shortened context and loop check as the pywhispercpp adapter
+                self._w.params.audio_ctx, self._w.params.max_tokens = ctx, context.max_tokens_for(seconds)
+                result = self._w._full(padded)
+                if context.looks_looped(result["text"], seconds):
+                    self.fallbacks += 1
+                    result = None
+                if cancelled():
+                    raise Cancelled()
+            if result is None:
+                self._w.params.audio_ctx, self._w.params.max_tokens = 0, context.MAX_TOKENS
+                result = self._w._full(padded)
             segments.extend(Segment(offset + s["start"], offset + s["end"], s["text"]) for s in result["segments"])
             offset += len(window) / 16_000
         return Transcript("".join(s.text for s in segments).strip(), lang.decode(), tuple(segments))

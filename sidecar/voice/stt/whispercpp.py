@@ -1,15 +1,17 @@
 """whisper.cpp through pywhispercpp (the default engine): the model path is a ggml file.
 whisper.cpp's own abort callback makes cancellation take effect inside a window; its logs go
 to stderr (never stdout). Decoding is greedy at temperature 0 with no temperature fall-back
-(repeatable, and no re-decoding loops on short commands). Cutting `audio_ctx` to the clip's
-length is available (`short_audio_ctx=True`) but off: measured on tiny.en it made a
-1-second "open settings" take 32 s (the decoder looped) and garbled another command."""
+(repeatable, and no re-decoding loops on short commands); threads = the configured count
+(physical cores). A clip shorter than ~18 s is encoded with a shortened context and checked
+for the loops that can cause, falling back to the full context: see `context.py` for the
+figures (`short_audio_ctx=False` turns it off)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sidecar.voice.stt import context
 from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, windows
 
 if TYPE_CHECKING:
@@ -20,9 +22,11 @@ class WhisperCppEngine(SttEngine):
     name = "whisper.cpp"
     package = "pywhispercpp"
 
-    def __init__(self, model_path: str, *, threads: int = 2, short_audio_ctx: bool = False) -> None:
+    def __init__(self, model_path: str, *, threads: int = 2, short_audio_ctx: bool = True) -> None:
         super().__init__(model_path, threads=threads)
         self.short_audio_ctx = short_audio_ctx
+        #: shortened-context results rejected as loops and decoded again in full (bench figure)
+        self.fallbacks = 0
 
     @classmethod
     def module(cls) -> str:
@@ -49,13 +53,24 @@ class WhisperCppEngine(SttEngine):
                 raise Cancelled()
             # whisper.cpp refuses less than 1 s: pad with silence
             padded = np.pad(window, (0, max(0, 16_000 + 1600 - len(window)))).astype(np.float32)
+            seconds = len(padded) / 16_000
             params: dict[str, Any] = {"language": lang, "initial_prompt": prompt, "no_context": True,
-                                      "single_segment": False, "temperature": 0.0,
-                                      "temperature_inc": 0.0, "max_tokens": 128}
-            if self.short_audio_ctx and len(padded) < 16_000 * 10:
-                # 50 encoder frames per second; whisper needs some margin past the speech
-                params["audio_ctx"] = min(1500, int(len(padded) / 16_000 * 50) + 128)
-            result = self._model.transcribe(padded, abort_callback=cancelled, **params)
+                                      "single_segment": False, "temperature": 0.0, "temperature_inc": 0.0,
+                                      "max_tokens": context.MAX_TOKENS, "audio_ctx": 0}
+            ctx = context.audio_ctx_for(len(padded)) if self.short_audio_ctx else 0
+            result = None
+            if ctx:
+                # (pywhispercpp keeps parameters between calls: every call sets audio_ctx and max_tokens)
+                result = self._model.transcribe(padded, abort_callback=cancelled,
+                                                **{**params, "audio_ctx": ctx,
+                                                   "max_tokens": context.max_tokens_for(seconds)})
+                if cancelled():
+                    raise Cancelled()
+                if context.looks_looped("".join(s.text for s in result), seconds):
+                    self.fallbacks += 1
+                    result = None
+            if result is None:
+                result = self._model.transcribe(padded, abort_callback=cancelled, **params)
             if cancelled():
                 raise Cancelled()
             segments.extend(Segment(offset + s.t0 / 100.0, offset + s.t1 / 100.0, s.text) for s in result)
