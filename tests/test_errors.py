@@ -280,3 +280,18 @@ def test_every_error_response_is_well_formed(daemon: DaemonClient) -> None:
         assert isinstance(message["error"]["message"], str) and message["error"]["message"]
         assert isinstance(message["error"]["data"]["kind"], str)
     assert len(wire) == 5
+
+
+@pytest.mark.parametrize(("argv", "code", "kind"), [
+    (["/nonexistent/sidecar-test-program"], -32001, "not_found"),
+    (["/etc/passwd"], -32602, "invalid_params"),  # not executable
+    (["/"], -32602, "invalid_params"),  # a folder
+    (["x" * 5000], -32602, "invalid_params"),  # a name too long
+    (["true", "a\x00b"], -32602, "invalid_params"),  # NUL in an argument
+])
+def test_debug_spawn_of_what_cannot_run_is_a_typed_error(daemon: DaemonClient, argv: list[str], code: int,
+                                                         kind: str) -> None:
+    # found by tests/test_params_fuzz.py: these answered -32603 (internal)
+    error = daemon.call("debug/spawn", {"argv": argv})["error"]
+    assert (error["code"], error["data"]["kind"]) == (code, kind), error
+    assert daemon.request("system/ping") == {"pong": True}

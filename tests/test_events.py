@@ -155,3 +155,12 @@ async def test_delivery_pumps_events_and_reports_overflow_after_the_backlog(db: 
             await anyio.sleep(0.01)
     assert [d.payload for d in delivered if isinstance(d, BusEvent)] == [0, 1]
     assert delivered[-1] == Overflow(dropped=3, first_seq=3, last_seq=5)
+
+
+async def test_replay_after_a_seq_past_64_bits_is_empty(db: Database) -> None:
+    # found by tests/test_params_fuzz.py: afterSeq 2**64 answered -32603 (it did not bind)
+    bus = EventBus(EventStore(db))
+    async with bus.running():
+        bus.publish("a", 1)
+        assert await bus.replay(2**64, ["*"]) == ([], False)
+        assert await bus.replay(2**63 - 1, ["*"]) == ([], False)

@@ -4,6 +4,8 @@ example plugins end to end, over RPC and as tools."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -143,3 +145,40 @@ async def test_fetch_cache_example_uses_kv_and_http_under_permissions(tmp_path: 
                (await daemon.call("plugins/audit", {"id": "fetch-cache", "limit": 5}))["rows"]]
         assert ops == [("kv_delete", True), ("kv_get", True), ("kv_set", True), ("http_fetch", True),
                        ("kv_get", True)]
+
+
+# ---- found by tests/test_params_fuzz.py: plugins/install {"path": "/"} copied the whole
+# filesystem into the data folder (and every later install waited behind it) -------------------
+
+async def test_install_of_a_folder_without_a_manifest_copies_nothing(tmp_path: Path) -> None:
+    async with in_process(tmp_path / "data") as daemon:
+        with pytest.raises(RpcError) as err:  # before the fix: no answer, the disk filling up
+            await daemon.call("plugins/install", {"path": "/"})
+        assert err.value.kind == "invalid_params" and "no plugin.toml in /" in err.value.error["message"]
+    staging = tmp_path / "data" / "plugins" / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())
+
+
+async def test_install_refuses_a_folder_too_big_to_be_a_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.plugins import service
+
+    monkeypatch.setattr(service, "MAX_SOURCE_ENTRIES", 50)
+    source = tmp_path / "big"
+    shutil.copytree(EXAMPLES / "text-tools", source)
+    for i in range(60):
+        (source / f"f{i}.txt").write_text("x")
+    async with in_process(tmp_path / "data") as daemon:
+        with pytest.raises(RpcError) as err:
+            await daemon.call("plugins/install", {"path": str(source)})
+        assert err.value.kind == "resource_exhausted"
+        assert err.value.error["data"]["details"]["limit"] == 50
+
+
+async def test_install_refuses_a_plugin_folder_linking_a_device(tmp_path: Path) -> None:
+    source = tmp_path / "device"
+    shutil.copytree(EXAMPLES / "text-tools", source)
+    (source / "zeros").symlink_to("/dev/zero")  # the copy follows links: it would never end
+    async with in_process(tmp_path / "data") as daemon:
+        with pytest.raises(RpcError) as err:
+            await daemon.call("plugins/install", {"path": str(source)})
+        assert err.value.kind == "invalid_params" and "not a regular file" in err.value.error["message"]

@@ -597,3 +597,15 @@ def test_jobs_survive_a_daemon_restart(spawn: Callable[..., Any]) -> None:
     (job_,) = second.request("scheduler/jobs/list", {})["jobs"]
     assert (job_["id"], job_["name"], job_["nextRunAt"]) == (made["id"], "weekly", made["nextRunAt"])
     assert second.request("scheduler/history", {"jobId": made["id"]}) == {"runs": []}
+
+
+def test_fire_times_end_at_year_9999() -> None:
+    # found by tests/test_params_fuzz.py: these answered -32603 (datetime's OverflowError)
+    assert preview("UTC", "9999-12-31T23:59:59Z", cron="59 23 31 12 *") == []
+    assert preview("Asia/Seoul", "9999-12-31T14:30:00Z", cron="@hourly") == []  # 23:30 there
+    assert preview("UTC", "9999-12-01T00:00:00Z", every="366d") == []
+    assert preview("UTC", "9999-12-31T23:00:00Z", count=5, every="20m") == [
+        "9999-12-31T23:20:00Z", "9999-12-31T23:40:00Z"]
+    # a one-shot time that the job's zone cannot show (past 9999-12-31 there) is given in UTC
+    assert preview("Pacific/Kiritimati", "2025-01-01T00:00:00Z", at="9999-12-31T23:59:59Z") == [
+        "9999-12-31T23:59:59Z"]

@@ -774,3 +774,33 @@ def test_llm_examples_validate() -> None:
 
 
 
+
+
+# ---- found by tests/test_params_fuzz.py -------------------------------------------------------
+
+def _yaml_bomb(levels: int) -> str:
+    """A few hundred bytes of YAML whose aliases expand to 10**levels values ("billion laughs")."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "id: bomb\nx:\n" + "\n".join("  " + line for line in lines) + \
+        f"\noutputs: {{o: *l{levels - 1}}}\nsteps: [{{id: s, kind: set, inputs: {{value: 1}}}}]\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands() -> None:
+    # 10**9 values: converting, storing or running it would exhaust memory
+    with pytest.raises(SidecarError) as err:
+        document.load(_yaml_bomb(9))
+    assert err.value.kind == "resource_exhausted"
+    assert err.value.details == {"limit": document.MAX_YAML_VALUES, "path": "$.params.workflow"}
+    # aliases within the bound still load
+    assert document.load(_yaml_bomb(3)).id == "bomb"
+
+
+@pytest.mark.parametrize("text", [
+    "id: deep\nsteps: " + "[" * 3000 + "]" * 3000,  # PyYAML's composer recurses per level
+    '{"id": "deep", "steps": ' + "[" * 100_000 + "]" * 100_000 + "}",  # so does json's scanner
+])
+def test_a_deeply_nested_document_is_invalid_params(text: str) -> None:
+    with pytest.raises(InvalidValue) as err:
+        document.load(text)
+    assert err.value.path == "$.params.workflow" and "nested too deeply" in err.value.message

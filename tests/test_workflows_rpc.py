@@ -132,3 +132,12 @@ def test_events_subscribe_and_replay_after_reconnect(spawn: Callable[..., Daemon
     assert replay["lastSeq"] >= replay["events"][-1]["seq"] and not replay["more"]
     assert second.request("events/unsubscribe", {"subscriptionId": "nope"}) == {"removed": False}
 
+
+
+def test_events_with_a_cursor_past_64_bits(daemon: DaemonClient) -> None:
+    # found by tests/test_params_fuzz.py: afterSeq 2**63 answered -32603 (it did not bind)
+    daemon.request("workflows/create", {"workflow": DOC})
+    run_id = daemon.request("workflows/run", {"id": "greet", "inputs": {"name": "x"}})["runId"]
+    for after, count in ((2**63, 0), (2**64, 0), (-(2**64), 6), (-1, 6)):
+        events = daemon.request("workflows/events", {"runId": run_id, "afterSeq": after})["events"]
+        assert len(events) == count, (after, events)

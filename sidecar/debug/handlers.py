@@ -11,6 +11,7 @@ import anyio.lowlevel
 
 from protocol import debug as p
 from protocol.common import Empty
+from sidecar.errors import InvalidValue, NotFound
 from sidecar.server.context import RequestContext
 from sidecar.server.lifeline import child_preexec
 from sidecar.server.router import Router
@@ -42,6 +43,14 @@ def register(router: Router) -> None:
     @router.method(p.SPAWN, inline=True)
     def spawn(ctx: RequestContext, params: p.SpawnParams) -> p.SpawnResult:
         # stdin is inherited on purpose: the daemon's fd 0 is /dev/null, which tests check
-        child = subprocess.Popen(params.argv, stdout=subprocess.DEVNULL,
-                                 preexec_fn=child_preexec if params.dieWithDaemon and os.name == "posix" else None)
+        try:
+            child = subprocess.Popen(params.argv, stdout=subprocess.DEVNULL,
+                                     preexec_fn=child_preexec if params.dieWithDaemon and os.name == "posix" else None)
+        except ValueError as exc:  # a NUL byte in an argument: nothing was started
+            raise InvalidValue(f"argv cannot be passed to a process: {exc}", "$.params.argv") from None
+        except FileNotFoundError:
+            raise NotFound(f"no program {params.argv[0][:200]!r}", program=params.argv[0][:200]) from None
+        except OSError as exc:  # not executable, a folder, a name too long, ...
+            raise InvalidValue(f"{params.argv[0][:200]!r} cannot be started: {exc.strerror}",
+                               "$.params.argv[0]", errno=exc.errno) from None
         return p.SpawnResult(child.pid)

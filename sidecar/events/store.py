@@ -9,6 +9,9 @@ import msgspec
 
 from sidecar.store.database import Database
 
+#: the largest integer SQLite stores (and binds)
+SQLITE_MAX_INT = 2**63 - 1
+
 
 class LogRow(msgspec.Struct, frozen=True):
     seq: int
@@ -31,6 +34,9 @@ class EventStore:
                                    rows)
 
     async def after(self, seq: int, limit: int) -> list[LogRow]:
+        # SQLite integers are 64-bit: a cursor past them (a client's 2**64) would not bind;
+        # no seq is larger, so the answer is the same
+        seq = min(seq, SQLITE_MAX_INT)
         return await self.db.fetch_all("SELECT seq, topic, payload, time FROM event_log WHERE seq > ? "
                                        "ORDER BY seq LIMIT ?", (seq, limit), as_type=LogRow)
 

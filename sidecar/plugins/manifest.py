@@ -27,6 +27,8 @@ _TOOL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 PATH = "$.params.path"
+#: a manifest is a page of TOML
+MAX_MANIFEST_BYTES = 1024 * 1024
 
 
 class Manifest(msgspec.Struct, omit_defaults=True):
@@ -56,9 +58,15 @@ def load(folder: Path) -> Manifest:
     """Parse and check `folder/plugin.toml`; InvalidValue (at `$.params.path`) when it is wrong."""
     path = folder / MANIFEST
     try:
+        if not path.is_file():  # a folder, a device (a link to /dev/zero would never end)
+            raise FileNotFoundError(path)
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise InvalidValue(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes", PATH)
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidValue(f"no {MANIFEST} in {folder}", PATH) from None
+    except OSError as exc:  # unreadable: permissions, I/O
+        raise InvalidValue(f"{MANIFEST} cannot be read: {exc.strerror}", PATH) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidValue(f"{MANIFEST} is not valid TOML: {exc}", PATH) from None
     return parse(raw)

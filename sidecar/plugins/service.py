@@ -18,6 +18,7 @@ import logging
 import os
 import secrets as pysecrets
 import shutil
+import stat
 import threading
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from sidecar.errors import (
     NotFound,
     PermissionDenied,
     PluginTrap,
+    ResourceExhausted,
     SidecarError,
     Unavailable,
 )
@@ -56,6 +58,12 @@ log = logging.getLogger("sidecar.plugins")
 LOG_RING = 1000
 DURATIONS_KEPT = 1000
 TICK_SECONDS = 0.01  # as runtime.TICK_SECONDS; repeated so the daemon need not import wasmtime
+#: a plugin folder is a manifest, an entry and some sources: install copies at most this much
+#: (a path such as "/" once had it copy the whole filesystem into the data folder)
+MAX_SOURCE_ENTRIES = 10_000
+MAX_SOURCE_BYTES = 256 * 1024 * 1024
+#: folders and files install does not copy (build caches)
+_IGNORED_DIRS = (".zig-cache", "zig-cache")
 
 #: the settings this service reads, with their defaults (registered by the capability)
 DEFAULTS: dict[str, Any] = {
@@ -257,9 +265,10 @@ class PluginService:
 
     def _stage(self, source: Path, expect_id: str | None) -> Staged:
         """Copy `source` to a staging folder and verify it there (the source may change)."""
+        _check_source(source)
         staging = self.root / ".staging" / pysecrets.token_hex(6)
         try:
-            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".zig-cache", "zig-cache", "*.o"))
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(*_IGNORED_DIRS, "*.o"))
         except (OSError, shutil.Error) as exc:
             raise InvalidValue(f"cannot copy the plugin folder: {exc.__class__.__name__}", mf.PATH) from None
         try:
@@ -738,6 +747,35 @@ def _origin_of(url: str) -> str:
     from sidecar.plugins.host import _origin
 
     return _origin(url)
+
+
+def _check_source(source: Path) -> None:
+    """Before anything is copied: the folder has a manifest, and holds at most
+    MAX_SOURCE_ENTRIES files and folders of at most MAX_SOURCE_BYTES in all (the walk follows
+    links as the copy does, and stops at the first bound, so a link loop ends too)."""
+    if not (source / mf.MANIFEST).is_file():
+        raise InvalidValue(f"no {mf.MANIFEST} in {source}", mf.PATH)
+    entries = 0
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d not in _IGNORED_DIRS]
+        entries += len(dirnames) + len(filenames)
+        if entries > MAX_SOURCE_ENTRIES:
+            raise ResourceExhausted(f"{source} holds more than {MAX_SOURCE_ENTRIES} files and folders; "
+                                    "is it a plugin folder?", limit=MAX_SOURCE_ENTRIES, path=mf.PATH)
+        for name in filenames:
+            if name.endswith(".o"):
+                continue
+            try:
+                info = os.stat(os.path.join(dirpath, name))
+            except OSError:
+                continue  # the copy reports what it cannot read
+            if not stat.S_ISREG(info.st_mode):  # a link to /dev/zero: the copy would never end
+                raise InvalidValue(f"{os.path.join(dirpath, name)} is not a regular file", mf.PATH)
+            total += info.st_size
+        if total > MAX_SOURCE_BYTES:
+            raise ResourceExhausted(f"{source} holds more than {MAX_SOURCE_BYTES} bytes; is it a plugin folder?",
+                                    limit=MAX_SOURCE_BYTES, path=mf.PATH)
 
 
 def _fingerprint(folder: Path) -> tuple[Any, ...]:

@@ -127,7 +127,14 @@ class Schedule:
         return next(self.iter_after(after), None)
 
     def iter_after(self, after: datetime) -> Iterator[datetime]:
-        """Fire times strictly after `after`, in order (in the job's zone for cron)."""
+        """Fire times strictly after `after`, in order (in the job's zone for cron); they end
+        where datetime does (year 9999): a later time cannot be represented, so none comes."""
+        try:
+            yield from self._iter_after(after)
+        except OverflowError:  # `after` near 9999-12-31, or a step past it
+            return
+
+    def _iter_after(self, after: datetime) -> Iterator[datetime]:
         if self.cron is not None:
             tz = self.tz
             limit = after.timestamp()
@@ -162,7 +169,11 @@ class Schedule:
                 t += timedelta(seconds=step)
         elif self.at is not None:
             if self.at.timestamp() > after.timestamp():
-                yield self.at.astimezone(self.tz)
+                try:
+                    local = self.at.astimezone(self.tz)
+                except OverflowError:  # 9999-12-31 in a zone east of UTC: say it in UTC
+                    local = self.at
+                yield local
 
 
 def build(timezone: str, *, cron: str | None = None, every: str | None = None, at: str | None = None,

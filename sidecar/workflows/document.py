@@ -20,13 +20,17 @@ from typing import Any
 import msgspec
 
 from protocol import workflows as w
-from sidecar.errors import InvalidValue
+from sidecar.errors import InvalidValue, ResourceExhausted
 from sidecar.workflows import expr
 from sidecar.workflows.steps import KINDS, output_fields
 
 ROOTS = ("inputs", "steps", "run", "step", "loop")
 STEP_FIELDS = ("output", "status", "error", "attempts")
 MAX_STEPS = 10_000
+#: the most values a YAML document may hold once its aliases are followed: a few KB of
+#: nested aliases ("billion laughs") expand to 10**9 values and would exhaust memory when
+#: the workflow is converted, stored or run
+MAX_YAML_VALUES = 1_000_000
 
 
 def parse_text(text: str) -> Any:
@@ -37,16 +41,40 @@ def parse_text(text: str) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise InvalidValue(f"the workflow is not valid JSON: {exc}", "$.params.workflow") from None
+        except RecursionError:  # json's C scanner has a nesting limit too
+            raise InvalidValue("the workflow is nested too deeply", "$.params.workflow") from None
     try:
         import yaml
     except ImportError:  # pragma: no cover - PyYAML is a dependency
         raise InvalidValue("YAML documents need PyYAML, which is not installed", "$.params.workflow") from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise InvalidValue(f"the workflow is not valid YAML{where}", "$.params.workflow") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise InvalidValue("the workflow is nested too deeply", "$.params.workflow") from None
+    _check_expanded_size(data)
+    return data
+
+
+def _check_expanded_size(data: Any) -> None:
+    """ResourceExhausted if `data`, with every alias followed, holds more than MAX_YAML_VALUES
+    values. Iterative, and stops at the limit: the walk costs at most MAX_YAML_VALUES steps."""
+    stack = [data]
+    seen = 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ResourceExhausted(f"the workflow holds more than {MAX_YAML_VALUES} values once its YAML aliases "
+                                    "are expanded", limit=MAX_YAML_VALUES, path="$.params.workflow")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def load(raw: Mapping[str, Any] | str, path: str = "$.params.workflow") -> w.Workflow:

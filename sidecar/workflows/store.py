@@ -11,6 +11,8 @@ import msgspec
 
 from sidecar.store.database import Database
 
+#: the largest integer SQLite stores (and binds)
+SQLITE_MAX_INT = 2**63 - 1
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 INSERT_RUN = ("INSERT INTO workflow_runs (id, workflow_id, document, inputs, status, parent_run_id, created_at, "
@@ -124,6 +126,9 @@ class WorkflowStore:
         return await self.db.fetch_all(f"SELECT {_STEP} FROM step_runs WHERE run_id = ?", (run_id,), as_type=StepRow)
 
     async def events(self, run_id: str, after: int, limit: int) -> list[EventRow]:
+        # a client's cursor may be any JSON integer; SQLite binds 64-bit ones, and no seq lies
+        # outside them, so clamping answers the same
+        after = max(-SQLITE_MAX_INT, min(after, SQLITE_MAX_INT))
         return await self.db.fetch_all(
             "SELECT seq, type, step_id, payload, time FROM run_events WHERE run_id = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (run_id, after, limit), as_type=EventRow)
