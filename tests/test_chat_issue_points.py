@@ -202,3 +202,29 @@ async def test_a_rate_limited_provider_still_stores_the_turn(tmp_path: Path, htt
         got = await daemon.call("conversations/get", {"id": result["conversationId"]})
         assert [(m["role"], m["status"]) for m in got["messages"]] == [("user", "complete"), ("assistant", "complete")]
         assert got["messages"][1]["id"] == result["messageId"] and result["text"] == "Hello!"
+
+
+async def test_urls_headers_and_keys_that_cannot_be_sent_are_refused_up_front(tmp_path: Path) -> None:
+    """Found by the params fuzz: these once answered -32603, at once or on every later call."""
+    async with chat_daemon(tmp_path) as daemon:
+        for url in ("http://[::1", "http://127.0.0.1:9/\u0000", "ftp://127.0.0.1"):
+            with pytest.raises(RpcError) as info:
+                await daemon.call("providers/detect", {"baseUrl": url})
+            assert info.value.kind == "invalid_params" and "baseUrl" in str(info.value)
+            with pytest.raises(RpcError) as info:
+                await daemon.call("providers/configure", {"id": "u", "kind": "ollama", "model": "m", "baseUrl": url})
+            assert info.value.kind == "invalid_params"
+        bad = [({"apiKey": "é"}, "apiKey"), ({"headers": {"x-é": "1"}}, "header name"),
+               ({"headers": {"x-a": "é"}}, "header x-a"), ({"headers": {"": "1"}}, "header name")]
+        for extra, named in bad:
+            with pytest.raises(RpcError) as info:
+                await daemon.call("providers/configure", {"id": "h", "kind": "anthropic", "model": "m", **extra})
+            assert info.value.kind == "invalid_params" and named in str(info.value)
+        assert (await daemon.call("providers/list", {}))["providers"] == []
+        # a key replaced behind configure's back (secrets/set) is refused by name, not sent
+        await daemon.call("providers/configure", {"id": "h", "kind": "anthropic", "model": "m", "apiKey": "sk-ok",
+                                                  "baseUrl": "http://127.0.0.1:9"})
+        await daemon.call("secrets/set", {"name": "llm.provider.h.apiKey", "value": "é"})
+        with pytest.raises(RpcError) as info:
+            await daemon.call("providers/test", {"id": "h"}, timeout=30)
+        assert info.value.kind == "unavailable" and "not printable ASCII" in str(info.value)

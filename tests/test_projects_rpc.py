@@ -169,14 +169,15 @@ def test_conversations_messages_and_search(daemon: DaemonClient) -> None:
 
 
 @pytest.mark.parametrize("query", ['"', '"unbalanced', "a*", "*", "NEAR(orders zero)", "-orders", "orders -zero",
-                                   "orders OR", "AND", "text:orders", "(orders", "^orders", "orders + zero"])
+                                   "orders OR", "AND", "text:orders", "(orders", "^orders", "orders + zero",
+                                   "orders\u0000", "0\u0000", "ord\u0000ers", "orders\u001f\u007f"])
 def test_fts_syntax_characters_are_plain_text(daemon: DaemonClient, query: str) -> None:
     c = daemon.request("conversations/create", {"title": "syntax"})["id"]
     say(daemon, c, "user", "orders with zero downtime")
     for method in ("conversations/search", "projects/search", "projects/files/search"):
         result = daemon.request(method, {"query": query})  # never an SQL error
         assert isinstance(result["results"], list)
-    if query in ("-orders", "^orders", "(orders"):  # the word itself is still found
+    if query in ("-orders", "^orders", "(orders", "orders\u0000"):  # the word itself is still found
         assert len(daemon.request("conversations/search", {"query": query})["results"]) == 1
 
 

@@ -46,6 +46,34 @@ DEFAULT_MAX_OUTPUT = {"anthropic": 4096, "openai": 4096, "ollama": 2048}
 DEFAULT_WINDOW = {"anthropic": 200_000, "openai": 128_000, "ollama": 8192}
 
 
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(name: str) -> bool:
+    """An HTTP header name (RFC 9110 token)."""
+    return bool(name) and all(c in _TOKEN_CHARS for c in name)
+
+
+def _is_header_text(value: str) -> bool:
+    """What httpx can send as a header value: printable ASCII (and spaces, tabs)."""
+    return all(c == "\t" or " " <= c <= "~" for c in value)
+
+
+def checked_base_url(url: str) -> str:
+    """`url` when it is an http(s) URL httpx can request; invalid_params naming it otherwise."""
+    import httpx  # lazily: not needed at start-up
+
+    problem = "baseUrl must be an http:// or https:// URL"
+    try:
+        parts = urlsplit(url)
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidValue(f"{problem} ({exc})", "$.params.baseUrl") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidValue(problem, "$.params.baseUrl")
+    return url
+
+
 def secret_name(provider_id: str) -> str:
     return f"llm.provider.{provider_id}.apiKey"
 
@@ -68,13 +96,16 @@ class ProvidersService:
 
     async def configure(self, params: p.ProviderConfigureParams) -> p.Provider:
         adapter = adapter_for(params.kind)
-        base_url = (params.baseUrl or adapter.default_base_url).rstrip("/")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidValue("baseUrl must be an http:// or https:// URL", "$.params.baseUrl")
-        for name in params.headers:
-            if not name or any(c in name for c in ":\r\n ") or any(c in params.headers[name] for c in "\r\n"):
-                raise InvalidValue(f"header {name!r} is not a valid header", "$.params.headers")
+        base_url = checked_base_url((params.baseUrl or adapter.default_base_url).rstrip("/"))
+        for name, value in params.headers.items():
+            if not _is_token(name):
+                raise InvalidValue(f"header name {name!r} is not a valid HTTP header name", f"$.params.headers[{name!r}]")
+            if not _is_header_text(value):
+                raise InvalidValue(f"the value of header {name} must be printable ASCII text",
+                                   f"$.params.headers[{name!r}]")
+        if params.apiKey and not _is_header_text(params.apiKey):
+            # it travels in a header: a key that cannot be sent would fail every later call
+            raise InvalidValue("apiKey must be printable ASCII text (as provider keys are)", "$.params.apiKey")
         existing = await self.store.get_provider(params.id)
         has_key = bool(existing and existing.has_key)
         if params.apiKey is not None:
@@ -177,9 +208,7 @@ class ProvidersService:
         """A running Ollama at the configured Ollama providers' base URLs, $OLLAMA_HOST, the
         default, or `base_url` (sidecar/llm/local.py)."""
         if base_url is not None:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise InvalidValue("baseUrl must be an http:// or https:// URL", "$.params.baseUrl")
+            base_url = checked_base_url(base_url)
         rows = await self.store.list_providers()
         urls = local.candidates([(r.id, r.base_url) for r in rows if r.kind == "ollama"], base_url)
         return await local.detect(await self.client(), urls)
@@ -213,10 +242,14 @@ class ProvidersService:
             return None
         secrets = self._require_secrets()
         try:
-            return await secrets.reveal(secret_name(row.id))
+            key = await secrets.reveal(secret_name(row.id))
         except NotFound:
             raise Unavailable(f"the API key of provider {row.id} is missing from the secret store; configure it "
                               "again", provider=row.id) from None
+        if not _is_header_text(key):  # set through secrets/set, past configure's check
+            raise Unavailable(f"the API key of provider {row.id} is not printable ASCII text and cannot be sent; "
+                              "configure it again", provider=row.id)
+        return key
 
     def _require_secrets(self) -> SecretService:
         secrets = self._secrets()

@@ -303,6 +303,9 @@ def index_unindexed(conn: apsw.Connection, batch: int) -> int:
 # ---- full-text search ----------------------------------------------------------------------------
 
 _WORDISH = re.compile(r"\w", re.UNICODE)
+#: control characters separate terms: FTS5 reads its query as a C string, so a NUL inside a
+#: quoted term would cut it short ("unterminated string")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _non_latin(term: str) -> bool:
@@ -319,7 +322,7 @@ def fts_match(query: str) -> tuple[str, str] | None:
     non-ASCII messages: a non-Latin term cannot occur in any other.) Otherwise the word index
     (unicode61, diacritics removed: `cafe` and `café` find each other) with each term as a
     prefix (`migrat` finds `migration`, `회의` finds `회의를`). Terms are ANDed."""
-    terms = [t for t in query.split() if _WORDISH.search(t)]
+    terms = [t for t in _CONTROL.sub(" ", query).split() if _WORDISH.search(t)]
     if not terms:
         return None
     quoted = ['"' + t.replace('"', '""') + '"' for t in terms]
