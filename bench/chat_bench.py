@@ -52,7 +52,7 @@ reading at the model's stop, so httpx closed the unread body's connection: with 
 a TLS handshake before every first token), and three opening writes (three writer-thread hops)
 racing the request as it was sent. "after": provider rows cached in ProvidersService (kept up
 to date by configure/delete), the body read to its end after the stop (bounded, `drain`) so the
-connection is kept, the opening rows in one transaction (sidecar/llm/rows.py) that starts once
+connection is kept, the opening rows in one transaction (ProjectsService.open_turn) that starts once
 the request is on the wire and the first token relayed, or 50 ms after the request went out
 (a real model's first token comes later than that, so its rows still precede it). Left before
 the request: the stdin hop and dispatch, budget/prompt building and httpx's request set-up

@@ -119,6 +119,7 @@ async def service_rows(n: int) -> list[tuple[str, float]]:
     """The whole service call, on a real database, as a handler makes it."""
     import anyio
 
+    from sidecar.handoff import WorkerThreads
     from sidecar.notifier import Notifier
     from sidecar.plugins.service import DEFAULTS, PluginService
     from sidecar.plugins.store import PluginStore
@@ -151,11 +152,15 @@ async def service_rows(n: int) -> list[tuple[str, float]]:
                 await service.install(str(src))
                 await service.install(str(ROOT / "plugins/text-tools"))
                 hop = await per_call(lambda: anyio.to_thread.run_sync(lambda: None, abandon_on_cancel=True))
+                workers, loop = WorkerThreads("bench", 4), asyncio.get_running_loop()
+                own_hop = await per_call(lambda: workers.run(lambda: None, loop))
+                workers.close()
                 echo = await per_call(lambda: service.call("echo", "run", text))
                 words = await per_call(lambda: service.call("text-tools", "wordcount", {"text": "word " * 200}))
         finally:
             db.close()
     return [("anyio.to_thread hop alone (no work)", hop),
+            ("sidecar.handoff hop alone (no work; what calls use)", own_hop),
             ("PluginService.call echo, 1 KB (validate, thread, stats)", echo),
             ("PluginService.call text-tools wordcount, 1 KB", words)]
 

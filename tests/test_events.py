@@ -141,6 +141,22 @@ async def test_publishing_from_a_worker_thread(db: Database) -> None:
         assert [e.payload for e in drain(sub)] == [0, 1, 2]
 
 
+async def test_publishing_from_a_thread_of_our_own(db: Database) -> None:
+    """Plugin calls and store writes run on sidecar's own threads (sidecar/handoff.py), not
+    anyio's: publishing from there works too."""
+    import threading
+
+    bus = EventBus(EventStore(db))
+    async with bus.running():
+        sub = bus.subscribe(["own.*"])
+        seqs: list[int] = []
+        thread = threading.Thread(target=lambda: seqs.extend(bus.publish("own.hello", i) for i in range(2)))
+        thread.start()
+        await anyio.to_thread.run_sync(thread.join)
+        assert seqs == [1, 2]
+        assert [e.payload for e in drain(sub)] == [0, 1]
+
+
 async def test_delivery_pumps_events_and_reports_overflow_after_the_backlog(db: Database) -> None:
     bus = EventBus(EventStore(db))
     delivered: list[Any] = []

@@ -842,8 +842,8 @@ def test_the_writer_thread_ends_with_its_database(tmp_path: Path) -> None:
     """Closed, or collected without being closed (a tool, a test): no thread left behind."""
     async def write_once(db: Database) -> threading.Thread:
         await db.write(_insert("a.b"))
-        thread = db._writer_thread._thread
-        assert thread is not None and thread.is_alive() and thread in _writer_threads()
+        [thread] = db._writer_thread._threads
+        assert thread.is_alive() and thread in _writer_threads()
         return thread
 
     db = Database(tmp_path / "one.db")

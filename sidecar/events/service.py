@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from protocol.events import TOPIC_PATTERN, BusEvent
@@ -117,6 +118,8 @@ class EventBus:
         self._pending: list[tuple[int, str, str, str]] = []
         self._wake: anyio.Event | None = None
         self._loop_thread: int | None = None
+        #: the loop's token, so threads that are not anyio's workers can publish too
+        self._loop_token: Any = None
         self._since_prune = 0
         self.published = 0
 
@@ -128,7 +131,8 @@ class EventBus:
             raise InvalidValue(f"{topic!r} is not a topic (dotted names of letters, digits, _ and -)",
                                "$.params.topic")
         if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
-            return anyio.from_thread.run_sync(self._publish, topic, payload)  # type: ignore[no-any-return]
+            return anyio.from_thread.run_sync(  # type: ignore[no-any-return]
+                self._publish, topic, payload, token=self._loop_token)
         return self._publish(topic, payload)
 
     def _publish(self, topic: str, payload: Any) -> int:
@@ -221,6 +225,7 @@ class EventBus:
     async def running(self) -> AsyncIterator[None]:
         """The log writer, for the life of the block; what is queued is written at the end."""
         self._loop_thread = threading.get_ident()
+        self._loop_token = anyio.lowlevel.current_token()
         self._wake = anyio.Event()
 
         async def writer() -> None:
@@ -247,6 +252,7 @@ class EventBus:
                 sub.close()
             self._subs.clear()
             self._loop_thread = None
+            self._loop_token = None
             self._wake = None
 
 

@@ -39,7 +39,6 @@ from sidecar.llm.providers.base import (
     ProviderConfig,
     stream_chat,
 )
-from sidecar.llm.rows import open_turn
 from sidecar.llm.service import ProvidersService, UsageService
 from sidecar.llm.store import UsageRecord
 from sidecar.toolsource import ToolCall, ToolInfo, ToolRegistry
@@ -187,7 +186,7 @@ class ChatService:
 @dataclass(slots=True)
 class _Opening:
     """The rows that open a turn: a new conversation (if `create`), the user's message and the
-    reply row, in one transaction (sidecar/llm/rows.py) that runs alongside the first provider
+    reply row, in one transaction (ProjectsService.open_turn) that runs alongside the first provider
     request (`Turn._open`)."""
 
     create: bool
@@ -319,7 +318,7 @@ class Turn:
 
     async def _open(self, opening: _Opening, request_sent: anyio.Event, first_relayed: anyio.Event,
                     stream_scope: anyio.CancelScope) -> None:
-        """The opening rows (sidecar/llm/rows.py: one transaction), written once the request is
+        """The opening rows (ProjectsService.open_turn: one transaction), written once the request is
         on the wire and then either the first token has been relayed or OPENING_DEFER_SECONDS
         have passed (or the call ended first). A real model takes longer than that to start, so
         its rows are stored before its first token, while the loop only waits; a model that
@@ -334,8 +333,8 @@ class Turn:
                 await request_sent.wait()
                 with anyio.move_on_after(OPENING_DEFER_SECONDS):
                     await first_relayed.wait()
-                opened = await open_turn(
-                    self.projects, conversation_id=None if opening.create else self.conversation_id,
+                opened = await self.projects.open_turn(
+                    conversation_id=None if opening.create else self.conversation_id,
                     project_id=self.project_id, agent=opening.agent, title=_title(opening.message),
                     message=opening.message, model=self.model)
             except Exception as exc:  # noqa: BLE001 - raised by _round once the stream has stopped

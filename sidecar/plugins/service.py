@@ -22,15 +22,16 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import msgspec
 
 from protocol import plugins as p
@@ -44,6 +45,7 @@ from sidecar.errors import (
     SidecarError,
     Unavailable,
 )
+from sidecar.handoff import WorkerThreads, running_loop
 from sidecar.notifier import Notifier
 from sidecar.plugins import manifest as mf
 from sidecar.plugins.manifest import Manifest
@@ -57,7 +59,11 @@ log = logging.getLogger("sidecar.plugins")
 
 LOG_RING = 1000
 DURATIONS_KEPT = 1000
+T = TypeVar("T")
 TICK_SECONDS = 0.01  # as runtime.TICK_SECONDS; repeated so the daemon need not import wasmtime
+#: wasm calls running at once, at most (more queue for a thread): one per call in flight, so a
+#: slow plugin holds up no other; as many as the daemon's default worker-thread limit
+CALL_THREADS = 40
 #: a plugin folder is a manifest, an entry and some sources: install copies at most this much
 #: (a path such as "/" once had it copy the whole filesystem into the data folder)
 MAX_SOURCE_ENTRIES = 10_000
@@ -138,6 +144,8 @@ class PluginService:
         self.logs: dict[str, deque[p.LogEntry]] = {}
         self.stats: dict[str, Stats] = {}
         self._active = 0
+        #: where wasm calls run (wasmtime releases the GIL in guest code); made by `running()`
+        self._call_threads: WorkerThreads | None = None
         self._wake: anyio.Event | None = None
         self._http: Any = None
         self._http_lock = threading.Lock()
@@ -159,6 +167,8 @@ class PluginService:
         (self.root / ".staging").mkdir(exist_ok=True)
         await self._load_installed()
         self._running = True
+        self._call_threads = WorkerThreads("sidecar-plugin-call", CALL_THREADS,
+                                           closed_message="the plugins capability has stopped")
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -169,6 +179,8 @@ class PluginService:
                 finally:
                     tg.cancel_scope.cancel()  # ends the process plugins' children too
         finally:
+            self._call_threads.stop()  # calls in flight were stopped with the task group above
+            self._call_threads = None
             self._tg = None
             self._processes.clear()
             self._running = False
@@ -513,7 +525,7 @@ class PluginService:
             + [(x.path, x.path, x.access == "rw") for x in perms.paths if os.path.isdir(x.path)],
             env=[(name, os.environ[name]) for name in perms.env if name in os.environ],
             capture_dir=self._run_dir)
-        hc = host.PluginCall(plugin_id, perms, _Bridge(self, plugin_id), control.deadline)
+        hc = host.PluginCall(plugin_id, perms, _Bridge(self, plugin_id, anyio.lowlevel.current_token()), control.deadline)
         program = loaded.program
         engine = self.engine()
         call_limits = runtime.CallLimits(limits.fuel, limits.memoryBytes, limits.timeoutMs)
@@ -533,7 +545,11 @@ class PluginService:
             try:
                 # abandoned on cancel only to stop the guest at once: the call waits below
                 # until the guest has stopped (within an epoch tick)
-                out = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+                loop = running_loop()
+                if loop is not None and self._call_threads is not None:
+                    out = await self._call_threads.run(run, loop)  # a cheaper hop than anyio's pool
+                else:  # outside `running()` (tools, tests) or on another backend
+                    out = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
             except anyio.get_cancelled_exc_class():
                 control.cancel()
                 with anyio.CancelScope(shield=True):
@@ -662,30 +678,34 @@ class _Bridge:
 
     MAX_REDIRECTS = 5
 
-    def __init__(self, service: PluginService, plugin_id: str) -> None:
+    def __init__(self, service: PluginService, plugin_id: str, loop_token: Any) -> None:
         self.service = service
         self.plugin_id = plugin_id
+        self._token = loop_token  # the guest runs on a thread of ours, not one of anyio's
+
+    def _on_loop(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return anyio.from_thread.run(fn, *args, token=self._token)
 
     def log(self, plugin: str, level: str, source: str, message: str) -> None:
         self.service._log(plugin, level, source, message)
 
     def kv_get(self, plugin: str, key: str) -> bytes | None:
-        return anyio.from_thread.run(self.service.store.kv_get, plugin, key)
+        return self._on_loop(self.service.store.kv_get, plugin, key)
 
     def kv_set(self, plugin: str, key: str, value: bytes, quota: int) -> bool:
-        return anyio.from_thread.run(self.service.store.kv_set, plugin, key, value, quota)
+        return self._on_loop(self.service.store.kv_set, plugin, key, value, quota)
 
     def kv_delete(self, plugin: str, key: str) -> bool:
-        return anyio.from_thread.run(self.service.store.kv_delete, plugin, key)
+        return self._on_loop(self.service.store.kv_delete, plugin, key)
 
     def config_get(self, plugin: str, key: str, secret: bool) -> str | None:
         if not secret:
-            return anyio.from_thread.run(self.service.store.config_get, plugin, key)
+            return self._on_loop(self.service.store.config_get, plugin, key)
         reveal = self.service.reveal_secret
         if reveal is None:
             return None
         try:
-            return anyio.from_thread.run(reveal, f"plugin.{plugin}.{key}")
+            return self._on_loop(reveal, f"plugin.{plugin}.{key}")
         except NotFound:
             return None
 

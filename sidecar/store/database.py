@@ -4,13 +4,11 @@ All database work runs in worker threads so the event loop never waits on disk. 
 through one private connection, one at a time (SQLite has one writer anyway), each in a
 `BEGIN IMMEDIATE` transaction: the write lock is taken (waiting up to the busy timeout)
 before anything is read, so a read-then-write transaction never fails with SQLITE_BUSY when
-another process writes the same file. They run on one long-lived writer thread fed by a
-queue, each result posted back with `loop.call_soon_threadsafe` (on asyncio; anyio's thread
-pool on any other backend): the hand-off anyio's pool makes, without its extra loop
-iteration, second limiter and per-call scope (bench/projects_bench.py, 2-CPU VM: a message
-append 0.27-0.30 ms before, 0.23-0.25 ms now, of which its transaction is ~0.08 ms; most of
-the rest is the two thread wake-ups any hand-off costs). Reads borrow one of at most READ_THREADS pooled
-connections that are `query_only`, and run concurrently thanks to WAL. (Not one per
+another process writes the same file. They run on one long-lived writer thread
+(`sidecar/handoff.py`; anyio's thread pool on another backend than asyncio):
+bench/projects_bench.py, 2-CPU VM: a message append 0.27-0.30 ms through anyio's pool,
+0.23-0.25 ms so, of which its transaction is ~0.08 ms; most of the rest is the two thread
+wake-ups any hand-off costs. Reads borrow one of at most READ_THREADS pooled connections that are `query_only`, and run concurrently thanks to WAL. (Not one per
 thread: anyio retires idle worker threads, and their connections would pile up.) A read
 whose caller is cancelled is interrupted (`sqlite3_interrupt` and a progress handler), so
 the worker thread and the connection are free again at once.
@@ -28,10 +26,7 @@ queries on the loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
-import queue
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -45,6 +40,7 @@ import apsw
 import msgspec
 
 from sidecar.commit import current_guard
+from sidecar.handoff import WorkerThreads, running_loop
 from sidecar.store import migrations
 
 log = logging.getLogger("sidecar.store")
@@ -193,85 +189,12 @@ class _ReadCall:
             await event.wait()
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    """On the event loop: hand a write's outcome to the task awaiting it."""
-    if future.cancelled():  # its task was cancelled by asyncio itself (not anyio's shielded scope)
-        return
-    if error is None:
-        future.set_result(result)
-    elif isinstance(error, StopIteration):  # a Future refuses StopIteration, as anyio's pool does
-        wrapped = RuntimeError("a write raised StopIteration")
-        wrapped.__cause__ = error
-        future.set_exception(wrapped)
-    else:
-        future.set_exception(error)
-
-
-_Job: TypeAlias = tuple[contextvars.Context, Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]
-
-
-class _WriterThread:
-    """The thread that runs the async write transactions, one at a time in the order they
-    were handed in (`Database.write` hands in one at a time, in arrival order, behind its
-    limiter). Started by the first write; ended by `close()` once the writes handed in before
-    it are done, or by `stop()` when its Database is collected without being closed (the
-    thread holds no reference to the Database, only to the jobs in flight).
-
-    It waits for work with a plain blocking `get()`: a `get(timeout=...)` (to end an idle
-    thread) doubled the hand-off's cost (26 -> 58 µs a round trip, measured on a 2-CPU VM)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # the thread's start against close()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def submit(self, call: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
-        """Run `call()` on the thread (in a copy of the caller's context, as anyio's pool does)
-        and settle `future` on `loop` with its outcome."""
-        job = (contextvars.copy_context(), call, loop, future)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("database is not open")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="sidecar-db-writer", daemon=True)
-                self._thread.start()
-            self._jobs.put(job)
-
-    def stop(self) -> threading.Thread | None:
-        """No more hand-ins; the thread ends after those already handed in. Returns it."""
-        with self._lock:
-            self._closed = True
-            thread, self._thread = self._thread, None
-            if thread is not None:
-                self._jobs.put(None)
-        return thread
-
-    def close(self) -> None:
-        """`stop()`, and wait for the writes already handed in (at most the one in flight)."""
-        thread = self.stop()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            context, call, loop, future = job
-            del job
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = context.run(call)
-            except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the caller
-                error = exc
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-            del context, call, loop, future, result, error
+def _writer_thread() -> WorkerThreads:
+    """The thread that runs the write transactions, one at a time in the order handed in
+    (`Database.write` hands in one at a time, in arrival order, behind its limiter). It holds
+    no reference to the Database, only to the jobs in flight, so a Database collected without
+    being closed stops it (a finalizer)."""
+    return WorkerThreads("sidecar-db-writer", 1, closed_message="database is not open")
 
 
 class Database:
@@ -280,7 +203,7 @@ class Database:
         self.migrations_dir = migrations_dir or migrations.default_migrations_dir()
         self._writer: apsw.Connection | None = None
         self._writer_lock = threading.Lock()  # run_now and worker-thread writes never overlap
-        self._writer_thread = _WriterThread()
+        self._writer_thread = _writer_thread()
         self._writer_thread_finalizer = weakref.finalize(self, self._writer_thread.stop)
         self._readers: list[apsw.Connection] = []  # every reader connection made
         self._idle_readers: list[apsw.Connection] = []  # those not lent out right now
@@ -301,7 +224,7 @@ class Database:
         self._writer = connect(self.path)
         if self._writer_thread.closed:  # opened again after close()
             self._writer_thread_finalizer.detach()
-            self._writer_thread = _WriterThread()
+            self._writer_thread = _writer_thread()
             self._writer_thread_finalizer = weakref.finalize(self, self._writer_thread.stop)
         return migrations.apply(self._writer, migrations.discover(self.migrations_dir), self.backup_dir)
 
@@ -458,14 +381,11 @@ class Database:
     async def _run_write(self, fn: Callable[[apsw.Connection], T]) -> T:
         """`fn` in one transaction on the writer thread; the caller shields this await (the
         thread finishes the transaction whatever happens to the caller)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # another anyio backend (trio): its own thread pool
+        loop = running_loop()
+        if loop is None:  # another anyio backend (trio): its own thread pool
             return await anyio.to_thread.run_sync(self._transaction, fn, abandon_on_cancel=False,
                                                   limiter=self._write_thread_limiter)
-        future: asyncio.Future[T] = loop.create_future()
-        self._writer_thread.submit(lambda: self._transaction(fn), loop, future)
-        return await future
+        return await self._writer_thread.run(lambda: self._transaction(fn), loop)
 
     async def execute(self, sql: str, params: Bindings = ()) -> int:
         """One statement in its own write transaction; returns the number of rows it changed."""
