@@ -6,8 +6,9 @@ Prints: inserting 10,000 messages one call at a time through ProjectsService (ea
 transaction, as chat writes them), beside references measured in the same run: the bare apsw
 loop (BEGIN IMMEDIATE, one INSERT into a one-column table, COMMIT), the append's own
 transaction run 10,000 times right on the calling thread (`Database.run_now`: its SQL and
-commit, no hand-off to the writer thread), and the same appends through the hand-off
-`Database.write` made before (anyio's thread pool behind `commit_rule()`); then indexing them (messages reach the full-text indexes
+commit, no hand-off to the writer thread), and the same appends with every write on the writer
+thread (before small writes ran on the loop) and through the hand-off `Database.write` made
+before that (anyio's thread pool behind `commit_rule()`); then indexing them (messages reach the full-text indexes
 in batches: a search, or the background indexer, indexes what is queued); a streamed reply
 (begin, checkpoints, finish); `projects/get` and `conversations/get` of a project with
 1,000 messages, and `conversations/search` p50/p99 over a generated corpus of English and
@@ -59,7 +60,7 @@ class ToThreadDatabase(Database):
     """`Database.write` as it was before the writer thread: each write handed to anyio's
     thread pool (`to_thread.run_sync`, one thread at a time) under `commit_rule()`."""
 
-    async def write(self, fn):  # type: ignore[no-untyped-def]
+    async def write(self, fn, *, small=False):  # type: ignore[no-untyped-def]
         await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             self._write_limiter.acquire_nowait()
@@ -71,6 +72,14 @@ class ToThreadDatabase(Database):
                                                       limiter=self._write_thread_limiter)
         finally:
             self._write_limiter.release()
+
+
+class WriterThreadDatabase(Database):
+    """`Database.write` with every write on the writer thread, small or not (what it did
+    before small writes ran on the loop)."""
+
+    async def write(self, fn, *, small=False):  # type: ignore[no-untyped-def]
+        return await super().write(fn)
 
 
 #: the 10,000 appends of each way are made in this many rounds, the ways taking turns, so that
@@ -147,10 +156,11 @@ async def insert_figures(tmp: Path, db: Database, texts: list[str]) -> dict[str,
     transactions with no hand-off ("inline"), and the bare loop ("bare"); the others each on a
     fresh database file."""
     old_db, inline_db = ToThreadDatabase(tmp / "old.db"), Database(tmp / "inline.db")
-    old_db.open()
-    inline_db.open()
-    ways = {"now": ServiceAppends(db), "old": ServiceAppends(old_db), "inline": InlineAppends(inline_db),
-            "bare": BareInserts(tmp / "bare.db")}
+    thread_db = WriterThreadDatabase(tmp / "thread.db")
+    for other in (old_db, inline_db, thread_db):
+        other.open()
+    ways = {"now": ServiceAppends(db), "thread": ServiceAppends(thread_db), "old": ServiceAppends(old_db),
+            "inline": InlineAppends(inline_db), "bare": BareInserts(tmp / "bare.db")}
     try:
         for way in ways.values():
             await way.setup()
@@ -159,18 +169,19 @@ async def insert_figures(tmp: Path, db: Database, texts: list[str]) -> dict[str,
             for way in ways.values():
                 await way.timed(texts[start:start + step])
     finally:
-        old_db.close()
-        inline_db.close()
+        for other in (old_db, inline_db, thread_db):
+            other.close()
         ways["bare"].conn.close()  # type: ignore[attr-defined]
     return {name: way.seconds for name, way in ways.items()}
 
 
 def print_inserts(figures: dict[str, float]) -> None:
     def line(label: str, name: str, note: str) -> None:
-        print(f"{label:<40}{figures[name]:.2f} s   ({figures[name] / 10:.3f} ms each)   {note}")
+        print(f"{label:<44}{figures[name]:.2f} s   ({figures[name] / 10:.3f} ms each)   {note}")
     line("insert 10,000 messages, one call each", "now", "(target < 2 s)")
     print(f"  references, this run (10,000 each, in {ROUNDS} rounds taking turns):")
-    line("    same, Database.write as before", "old", "(anyio to_thread + commit_rule)")
+    line("    same, every write on the writer thread", "thread", "(no small writes on the loop)")
+    line("    same, Database.write as before that", "old", "(anyio to_thread + commit_rule)")
     line("    the appends' transactions, run_now", "inline", "(SQL + commit, no hand-off)")
     line("    bare apsw insert + commit", "bare", "(one-column table)")
 

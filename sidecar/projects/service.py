@@ -46,6 +46,9 @@ INDEX_BATCH = 2000
 #: how long the background indexer lets writes gather before indexing them
 INDEX_DELAY_SECONDS = 0.25
 FINAL_STATUSES = ("complete", "cancelled", "error")
+#: a message write this size or less runs on the loop when the writer is free (`Database.write`'s
+#: `small`): its transaction takes ~0.1 ms, less than the hand-off to the writer thread
+SMALL_WRITE_CHARS = 64 * 1024
 _PARTS = msgspec.json.Decoder(list[ContentPart])
 _ENCODE = msgspec.json.Encoder()
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -114,6 +117,10 @@ def parts_text(parts: Sequence[ContentPart]) -> str:
 
 def decode_parts(content: str) -> list[ContentPart]:
     return _PARTS.decode(content)
+
+
+def _small(content: str, text: str) -> bool:
+    return len(content) + len(text) <= SMALL_WRITE_CHARS
 
 
 def _offset(cursor: str | None) -> int:
@@ -485,7 +492,7 @@ class ProjectsService:
             return OpenedTurn(cid, reply_id)
 
         try:
-            return await self.db.write(run)
+            return await self.db.write(run, small=_small(content, text))
         except SidecarError:
             raise
         except apsw.ConstraintError as exc:
@@ -527,7 +534,7 @@ class ProjectsService:
             if row is None:
                 raise _no_conversation(conversation_id)
             return row
-        row = await self.db.write(run)
+        row = await self.db.write(run, small=_small(content, text))
         if status != "streaming":
             self._wrote_messages()
         return row
@@ -547,7 +554,7 @@ class ProjectsService:
             if store.get_message(conn, message_id) is None:
                 raise NotFound(f"no message {message_id}", id=message_id)
             raise InvalidValue(f"message {message_id} is no longer streaming", "$.params.id")
-        row = await self.db.write(run)
+        row = await self.db.write(run, small=_small(content, text))
         if finished:  # indexable now
             self._wrote_messages()
         return row

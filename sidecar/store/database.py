@@ -1,17 +1,27 @@
 """The embedded SQLite database (apsw): WAL, foreign keys, busy timeout, off the event loop.
 
-All database work runs in worker threads so the event loop never waits on disk. Writes go
-through one private connection, one at a time (SQLite has one writer anyway), each in a
-`BEGIN IMMEDIATE` transaction: the write lock is taken (waiting up to the busy timeout)
-before anything is read, so a read-then-write transaction never fails with SQLITE_BUSY when
-another process writes the same file. They run on one long-lived writer thread
-(`sidecar/handoff.py`; anyio's thread pool on another backend than asyncio):
-bench/projects_bench.py, 2-CPU VM: a message append 0.27-0.30 ms through anyio's pool,
-0.23-0.25 ms so, of which its transaction is ~0.08 ms; most of the rest is the two thread
-wake-ups any hand-off costs. Reads borrow one of at most READ_THREADS pooled connections that are `query_only`, and run concurrently thanks to WAL. (Not one per
-thread: anyio retires idle worker threads, and their connections would pile up.) A read
-whose caller is cancelled is interrupted (`sqlite3_interrupt` and a progress handler), so
-the worker thread and the connection are free again at once.
+All database work but the smallest writes runs in worker threads, so the event loop never
+waits on disk. Writes go through one private connection, one at a time (SQLite has one
+writer anyway), each in a `BEGIN IMMEDIATE` transaction: the write lock is taken (waiting up
+to the busy timeout) before anything is read, so a read-then-write transaction never fails
+with SQLITE_BUSY when another process writes the same file. They run on one long-lived
+writer thread (`sidecar/handoff.py`; anyio's thread pool on another backend than asyncio).
+bench/projects_bench.py, 2-CPU VM, 10,000 message appends: 1.66-2.34 s through anyio's pool,
+1.20-1.69 s through the writer thread, while their transactions alone take 0.63-0.85 s; the
+rest is the two thread wake-ups any hand-off costs. So a write its caller declares small
+(`write(fn, small=True)`: a chat message, a row or two) runs right on the event loop when
+the writer is free: 0.78-1.11 s for the 10,000. It neither syncs the disk (WAL with
+`synchronous = NORMAL`: a commit only appends to the WAL) nor waits for a lock (busy
+timeout 0: if another process holds it, the write goes to the writer thread as any other).
+The disk syncs of WAL checkpoints stay off the loop: the writer's WAL hook counts the pages,
+and while a checkpoint is due no write runs on the loop, so the next one goes to the writer
+thread, which checkpoints after it.
+
+Reads borrow one of at most READ_THREADS pooled connections that are `query_only`, and run
+concurrently thanks to WAL. (Not one per thread: anyio retires idle worker threads, and
+their connections would pile up.) A read whose caller is cancelled is interrupted
+(`sqlite3_interrupt` and a progress handler), so the worker thread and the connection are
+free again at once.
 
 Writes follow the commit rule of `sidecar/commit.py`: a request that is already cancelled
 does not start one; once started, a write is shielded from cancellation and finishes
@@ -65,9 +75,10 @@ def connect(path: Path, *, query_only: bool = False) -> apsw.Connection:
     # NORMAL in WAL mode never loses a committed transaction when the process dies,
     # only (at most the last ones) on power loss
     conn.execute("PRAGMA synchronous = NORMAL")
-    # the writer checkpoints the WAL into the database once it holds this many pages; each
+    # the WAL is checkpointed into the database once it holds this many pages; each
     # checkpoint syncs both files, and SQLite's default (1,000) made it a tenth of a small
-    # write's cost (bench/projects_bench.py); 4,000 pages is a WAL of at most ~16 MiB
+    # write's cost (bench/projects_bench.py); 4,000 pages is a WAL of at most ~16 MiB.
+    # (The Database's writer replaces this with its WAL hook, to checkpoint off the loop.)
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute("PRAGMA foreign_keys = ON")
     if query_only:
@@ -189,6 +200,21 @@ class _ReadCall:
             await event.wait()
 
 
+class _WalLength:
+    """The writer connection's WAL hook: the WAL's length in pages after each commit. (Not a
+    method of the Database: the connection would then hold the Database, a cycle that would
+    keep it from being collected, and its writer thread from stopping, when not closed.)"""
+
+    __slots__ = ("pages",)
+
+    def __init__(self) -> None:
+        self.pages = 0
+
+    def __call__(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
+        self.pages = pages
+        return apsw.SQLITE_OK
+
+
 def _writer_thread() -> WorkerThreads:
     """The thread that runs the write transactions, one at a time in the order handed in
     (`Database.write` hands in one at a time, in arrival order, behind its limiter). It holds
@@ -202,7 +228,8 @@ class Database:
         self.path = path
         self.migrations_dir = migrations_dir or migrations.default_migrations_dir()
         self._writer: apsw.Connection | None = None
-        self._writer_lock = threading.Lock()  # run_now and worker-thread writes never overlap
+        self._writer_lock = threading.Lock()  # run_now, inline and worker-thread writes never overlap
+        self._wal = _WalLength()  # the writer's WAL hook keeps it
         self._writer_thread = _writer_thread()
         self._writer_thread_finalizer = weakref.finalize(self, self._writer_thread.stop)
         self._readers: list[apsw.Connection] = []  # every reader connection made
@@ -226,7 +253,20 @@ class Database:
             self._writer_thread_finalizer.detach()
             self._writer_thread = _writer_thread()
             self._writer_thread_finalizer = weakref.finalize(self, self._writer_thread.stop)
-        return migrations.apply(self._writer, migrations.discover(self.migrations_dir), self.backup_dir)
+        applied = migrations.apply(self._writer, migrations.discover(self.migrations_dir), self.backup_dir)
+        # from here on the writer checkpoints itself, off the loop (`_transaction`); a WAL hook
+        # replaces SQLite's automatic checkpoint, which would run in whichever thread commits
+        self._wal.pages = 0
+        self._writer.set_wal_hook(self._wal)
+        return applied
+
+    def _checkpoint_if_due(self, conn: apsw.Connection) -> None:
+        """What SQLite's automatic checkpoint did after a commit, here where we choose: on the
+        writer thread (or in run_now), never on the loop. PASSIVE, as SQLite's: it copies what
+        no reader still needs and never waits; a WAL still long is tried again next time."""
+        if self._wal.pages >= WAL_AUTOCHECKPOINT_PAGES:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            self._wal.pages = 0  # the next commit's hook says how long it really is
 
     def migration_status(self) -> migrations.MigrationStatus:
         known = migrations.discover(self.migrations_dir)
@@ -246,8 +286,7 @@ class Database:
         Only for start-up code that runs before requests are served (loading settings,
         preparing a capability's tables) and for tools and benchmarks; everything else uses
         the async methods, which keep the event loop free."""
-        with self._writer_lock:
-            return run_transaction(self._conn(), fn)
+        return self._transaction(fn)
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -337,9 +376,12 @@ class Database:
 
     # ---- writes --------------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[apsw.Connection], T]) -> T:
+    async def write(self, fn: Callable[[apsw.Connection], T], *, small: bool = False) -> T:
         """Run `fn(conn)` in one `BEGIN IMMEDIATE` transaction on the writer connection, on
         the writer thread, under the commit rule (`commit_rule()`, `sidecar/commit.py`).
+        `small`: the caller vouches that `fn` is a few statements on a few rows (well under a
+        millisecond): then it runs right here on the loop when the writer is free (see the
+        module's docstring), else on the writer thread as any other.
 
         A caller already cancelled does not start it. Once started, it is shielded from
         cancellation: it commits if `fn` returns and rolls back if `fn` raises, before the
@@ -366,9 +408,9 @@ class Database:
             guard = current_guard.get()
             with anyio.CancelScope(shield=True):
                 if guard is None:
-                    return await self._run_write(fn)
+                    return await self._run_write(fn, small)
                 with guard.writing():
-                    result = await self._run_write(fn)
+                    result = await self._run_write(fn, small)
                     guard.mark_committed()
                     return result
         finally:
@@ -376,11 +418,45 @@ class Database:
 
     def _transaction(self, fn: Callable[[apsw.Connection], T]) -> T:
         with self._writer_lock:
-            return run_transaction(self._conn(), fn)
+            conn = self._conn()
+            result = run_transaction(conn, fn)
+            self._checkpoint_if_due(conn)
+            return result
 
-    async def _run_write(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """`fn` in one transaction on the writer thread; the caller shields this await (the
-        thread finishes the transaction whatever happens to the caller)."""
+    def _try_inline(self, fn: Callable[[apsw.Connection], T]) -> tuple[bool, T | None]:
+        """`fn` in one transaction right here, if that needs no waiting: (True, its result);
+        (False, None) when the writer is busy, a checkpoint is due or another process holds
+        SQLite's write lock (nothing was run then)."""
+        if self._wal.pages >= WAL_AUTOCHECKPOINT_PAGES or not self._writer_lock.acquire(blocking=False):
+            return False, None
+        try:
+            conn = self._conn()
+            conn.set_busy_timeout(0)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except apsw.BusyError:
+                return False, None
+            finally:
+                conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return True, result
+        finally:
+            self._writer_lock.release()
+
+    async def _run_write(self, fn: Callable[[apsw.Connection], T], small: bool = False) -> T:
+        """`fn` in one transaction, inline if `small` and nothing to wait for, else on the
+        writer thread; the caller shields this await (the thread finishes the transaction
+        whatever happens to the caller)."""
+        if small:
+            ran, result = self._try_inline(fn)
+            if ran:
+                return result  # type: ignore[return-value]
         loop = running_loop()
         if loop is None:  # another anyio backend (trio): its own thread pool
             return await anyio.to_thread.run_sync(self._transaction, fn, abandon_on_cancel=False,
