@@ -4,18 +4,15 @@ in process (tests/harness.py), against recorded provider streams served on 127.0
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from sidecar.app import CAPABILITIES
-from sidecar.llm.capability import ChatCapability
 from sidecar.projects.service import ProjectsService
-from tests.harness import InProcessDaemon, RpcError, in_process
+from tests.harness import InProcessDaemon, RpcError
+from tests.support.chat import daemon_with_chat
 from tests.support.http_fixture import HttpFixtureServer, Response, ndjson_lines
 
 pytestmark = pytest.mark.anyio
@@ -27,14 +24,6 @@ KEY = "sk-ant-test-SECRETKEY-0123456789"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def daemon_with_chat(tmp_path: Path) -> AsyncIterator[InProcessDaemon]:
-    extra = () if ChatCapability in CAPABILITIES else (ChatCapability,)
-    async with in_process(tmp_path / "d", extra=extra) as daemon:
-        await daemon.call("settings/set", {"key": "llm.retryBaseMs", "value": 5})
-        yield daemon
 
 
 def sse(name: str, **kw: Any) -> Response:

@@ -9,18 +9,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sidecar.app import CAPABILITIES
-from sidecar.llm.capability import ChatCapability
 from sidecar.llm.providers import adapter_for
 from sidecar.llm.service import ProvidersService, config_of
-from tests.harness import InProcessDaemon, RpcError, in_process
+from tests.harness import RpcError
+from tests.support.chat import daemon_with_chat
 from tests.support.http_fixture import HttpFixtureServer, Response
 
 pytestmark = pytest.mark.anyio
@@ -32,14 +29,6 @@ _START = (b'event: message_start\ndata: {"type":"message_start","message":{"mode
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def chat_daemon(tmp_path: Path) -> AsyncIterator[InProcessDaemon]:
-    extra = () if ChatCapability in CAPABILITIES else (ChatCapability,)
-    async with in_process(tmp_path / "d", extra=extra) as daemon:
-        await daemon.call("settings/set", {"key": "llm.retryBaseMs", "value": 5})
-        yield daemon
 
 
 def text_reply() -> Response:
@@ -60,7 +49,7 @@ def tool_use(name: str, arguments: dict[str, Any]) -> Response:
 
 
 async def test_default_base_urls_follow_each_official_sdk(tmp_path: Path) -> None:
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         urls = {}
         for kind in ("anthropic", "openai", "ollama"):
             made = await daemon.call("providers/configure", {"id": kind, "kind": kind, "model": "m"})
@@ -73,7 +62,7 @@ async def test_default_base_urls_follow_each_official_sdk(tmp_path: Path) -> Non
 
 async def test_temperature_and_max_tokens_reach_the_provider(tmp_path: Path, http_fixture: HttpFixtureServer) -> None:
     http_fixture.route("POST", "/v1/messages", text_reply())
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-sonnet-4-5",
                                                   "baseUrl": http_fixture.url, "maxOutputTokens": 2000})
         await daemon.call("chat/send", {"message": "hi", "temperature": 0.25, "maxTokens": 300, "tools": False})
@@ -93,7 +82,7 @@ async def test_builtin_file_and_search_tools_in_a_project_turn_and_usage_by_proj
                        tool_use("builtin__conversation_search", {"query": "hello", "limit": 3}),
                        tool_use("builtin__project_file_read", {"path": "missing.md"}),
                        text_reply())
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         await daemon.call("settings/set", {"key": "agents.paths", "value": [str(agents)]})
         await daemon.call("agents/reload")
         await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-sonnet-4-5",
@@ -123,7 +112,7 @@ async def test_read_timeout_comes_from_settings_even_once_the_client_exists(
         tmp_path: Path, http_fixture: HttpFixtureServer) -> None:
     http_fixture.route("POST", "/v1/messages", text_reply(),
                        Response(200, {"content-type": "text/event-stream"}, [_START], chunked=True, stall=True))
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-sonnet-4-5",
                                                   "baseUrl": http_fixture.url})
         await daemon.call("chat/send", {"message": "hi", "tools": False})  # the client is made now
@@ -150,7 +139,7 @@ async def test_providers_test_names_not_found_and_tls_and_openai_lists_models(
         "type": "not_found_error", "message": "model: nope"}}, 404))
     http_fixture.route("GET", "/v1/models", Response.json({"object": "list", "data": [
         {"id": "gpt-4o-mini", "object": "model"}, {"id": "gpt-4.1", "object": "model"}]}))
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         await daemon.call("providers/configure", {"id": "gone", "kind": "anthropic", "model": "nope",
                                                   "baseUrl": http_fixture.url})
         # a server that answers a TLS hello in plain HTTP: the handshake fails
@@ -170,7 +159,7 @@ async def test_providers_test_names_not_found_and_tls_and_openai_lists_models(
 async def test_audit_retention_drops_entries_older_than_the_setting(tmp_path: Path,
                                                                     http_fixture: HttpFixtureServer) -> None:
     http_fixture.route("POST", "/v1/messages", text_reply())
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-sonnet-4-5",
                                                   "baseUrl": http_fixture.url})
         await daemon.call("chat/send", {"message": "old", "tools": False})
@@ -195,7 +184,7 @@ async def test_a_rate_limited_provider_still_stores_the_turn(tmp_path: Path, htt
     """With a requests-per-minute bucket the opening rows do not wait for the request (the
     bucket may hold it): the turn is stored as without one."""
     http_fixture.route("POST", "/v1/messages", text_reply())
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-sonnet-4-5",
                                                   "baseUrl": http_fixture.url, "requestsPerMinute": 60})
         result = await daemon.call("chat/send", {"message": "hi", "tools": False})
@@ -206,7 +195,7 @@ async def test_a_rate_limited_provider_still_stores_the_turn(tmp_path: Path, htt
 
 async def test_urls_headers_and_keys_that_cannot_be_sent_are_refused_up_front(tmp_path: Path) -> None:
     """Found by the params fuzz: these once answered -32603, at once or on every later call."""
-    async with chat_daemon(tmp_path) as daemon:
+    async with daemon_with_chat(tmp_path) as daemon:
         for url in ("http://[::1", "http://127.0.0.1:9/\u0000", "ftp://127.0.0.1"):
             with pytest.raises(RpcError) as info:
                 await daemon.call("providers/detect", {"baseUrl": url})

@@ -18,11 +18,10 @@ import anyio
 import msgspec
 import pytest
 
-from sidecar.app import CAPABILITIES
 from sidecar.client import DaemonClient
-from sidecar.llm.capability import ChatCapability
 from sidecar.projects.service import ProjectsService
-from tests.harness import InProcessDaemon, in_process
+from tests.harness import InProcessDaemon
+from tests.support.chat import daemon_with_chat
 from tests.support.http_fixture import HttpFixtureServer, Response
 
 pytestmark = pytest.mark.anyio
@@ -71,8 +70,7 @@ class Wire:
 
 @asynccontextmanager
 async def chat_daemon(tmp_path: Path, server: HttpFixtureServer) -> AsyncIterator[tuple[InProcessDaemon, Wire]]:
-    extra = () if ChatCapability in CAPABILITIES else (ChatCapability,)
-    async with in_process(tmp_path / "d", extra=extra) as daemon:
+    async with daemon_with_chat(tmp_path, fast_retries=False) as daemon:
         await daemon.call("providers/configure", {"id": "main", "kind": "anthropic", "model": "claude-sonnet-4-5",
                                                   "baseUrl": server.url})
         yield daemon, Wire(daemon)

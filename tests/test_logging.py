@@ -185,53 +185,15 @@ def test_a_broken_stderr_neither_raises_nor_spins(tmp_path: Path, broken: str,
             os.close(w)
 
 
-def test_setup_routes_the_root_logger_and_shutdown_flushes(tmp_path: Path) -> None:
+@pytest.fixture
+def root_setup(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """`logs.setup` is the caller's to make, on (log file, stderr write end); the root
+    logger, the libraries' levels and warnings capture are put back afterwards."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     r, w = _pipe()
-    log_file = tmp_path / "logs" / "sidecar.log"
     try:
-        logs.setup(log_file, "debug", stderr_fd=w)
-        assert root.level == logging.DEBUG
-        assert [type(h) for h in root.handlers] == [logs.NonBlockingHandler]
-        logging.getLogger("sidecar.test").debug("through the root %d", 42)
-        logs.set_level("warning")
-        logging.getLogger("sidecar.test").info("filtered out")
-        logs.shutdown()
-        logging.getLogger("sidecar.test").warning("after shutdown")  # synchronously, to the file
-        text = log_file.read_text()
-        assert "through the root 42" in text and "filtered out" not in text
-        assert "after shutdown" in text
-        assert logs.dropped() == {"file": 0, "stderr": 1}  # the late record skipped stderr
-    finally:
-        logs.shutdown()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
-        logging.captureWarnings(False)
-        os.close(r)
-        os.close(w)
-
-
-def test_per_request_library_lines_only_at_debug(tmp_path: Path) -> None:
-    """httpx logs each request at INFO: kept out of the log unless the level is debug."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    r, w = _pipe()
-    log_file = tmp_path / "logs" / "sidecar.log"
-    try:
-        logs.setup(log_file, "info", stderr_fd=w)
-        logging.getLogger("httpx").info("HTTP Request: POST at info")
-        logging.getLogger("httpx").warning("httpx warning kept")
-        logging.getLogger("sidecar.test").info("own info kept")
-        logs.set_level("debug")
-        logging.getLogger("httpx").info("HTTP Request: POST at debug")
-        logs.shutdown()
-        text = log_file.read_text()
-        assert "at info" not in text
-        assert "httpx warning kept" in text and "own info kept" in text and "at debug" in text
+        yield tmp_path / "logs" / "sidecar.log", w
     finally:
         logs.shutdown()
         for handler in list(root.handlers):
@@ -244,6 +206,38 @@ def test_per_request_library_lines_only_at_debug(tmp_path: Path) -> None:
         logging.captureWarnings(False)
         os.close(r)
         os.close(w)
+
+
+def test_setup_routes_the_root_logger_and_shutdown_flushes(root_setup: tuple[Path, int]) -> None:
+    log_file, stderr_fd = root_setup
+    root = logging.getLogger()
+    logs.setup(log_file, "debug", stderr_fd=stderr_fd)
+    assert root.level == logging.DEBUG
+    assert [type(h) for h in root.handlers] == [logs.NonBlockingHandler]
+    logging.getLogger("sidecar.test").debug("through the root %d", 42)
+    logs.set_level("warning")
+    logging.getLogger("sidecar.test").info("filtered out")
+    logs.shutdown()
+    logging.getLogger("sidecar.test").warning("after shutdown")  # synchronously, to the file
+    text = log_file.read_text()
+    assert "through the root 42" in text and "filtered out" not in text
+    assert "after shutdown" in text
+    assert logs.dropped() == {"file": 0, "stderr": 1}  # the late record skipped stderr
+
+
+def test_per_request_library_lines_only_at_debug(root_setup: tuple[Path, int]) -> None:
+    """httpx logs each request at INFO: kept out of the log unless the level is debug."""
+    log_file, stderr_fd = root_setup
+    logs.setup(log_file, "info", stderr_fd=stderr_fd)
+    logging.getLogger("httpx").info("HTTP Request: POST at info")
+    logging.getLogger("httpx").warning("httpx warning kept")
+    logging.getLogger("sidecar.test").info("own info kept")
+    logs.set_level("debug")
+    logging.getLogger("httpx").info("HTTP Request: POST at debug")
+    logs.shutdown()
+    text = log_file.read_text()
+    assert "at info" not in text
+    assert "httpx warning kept" in text and "own info kept" in text and "at debug" in text
 
 
 def test_the_log_file_rotates(tmp_path: Path, handler_factory: Callable[..., logs.NonBlockingHandler]) -> None:
