@@ -47,6 +47,8 @@ class PluginsCapability(Capability):
         secrets = platform.find(SecretService)
         self.service = PluginService(PluginStore(platform.db), platform.config.data_dir, platform.settings.value,
                                      platform.notifier, secrets.reveal if secrets is not None else None)
+        # call plans keep limits derived from settings: a change must reach the next call
+        platform.settings.subscribe(self.service.settings_changed)
         platform.provide(self.service)
         platform.tools.add(PluginToolSource(self.service))
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import wasmtime
+from wasmtime import _bindings as _b
 from wasmtime import _ffi as ffi
 from wasmtime import _func as _wasmtime_func
 
@@ -273,9 +274,8 @@ class WasmEngine:
 
     def _new_store(self, program: Program, limits: CallLimits, sandbox: Sandbox,
                    capture: tuple[Path, Path] | None) -> Any:
-        store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=limits.memory_bytes, table_elements=100_000, instances=1, tables=4,
-                         memories=1)
+        store = _RawStore(self.engine)
+        store.set_limits(limits.memory_bytes, 100_000, 1, 4, 1)
         if not program.uses_wasi:
             return store
         wasi = wasmtime.WasiConfig()
@@ -338,8 +338,8 @@ class WasmEngine:
                     raise
                 if program.persistent:
                     program.kept = (store, exports, capture)
-            memory = exports.memory_object
-            host.bind(store, memory)
+            memory = exports  # for _classify: the memory's size at a trap
+            host.bind(store, exports.memory)
             n = len(payload)
             args = exports.args
             args[0].i32 = n
@@ -380,6 +380,8 @@ class WasmEngine:
             # the store must be freed here, on the worker thread, not on the event loop's
             # thread when the caller drops its last reference (~20 µs there)
             host.bind(None, None)
+            if program.kept is None or program.kept[0] is not store:
+                store.close()
             if capture is not None:
                 host.captured = (_read_from(capture[0], offsets[0]), _read_from(capture[1], offsets[1]))  # type: ignore[attr-defined]
 
@@ -397,7 +399,7 @@ class WasmEngine:
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return ResourceExhausted(f"the plugin used up its fuel ({limits.fuel})", limit="fuel",
                                      max=limits.fuel, used=limits.fuel)
-        size = memory.data_len(store) if memory is not None else 0
+        size = memory.size(store._context()) if memory is not None else 0
         message = _trap_message(exc)
         if memory is not None and size + PAGE > limits.memory_bytes:
             # a guest whose memory.grow was refused at the cap usually aborts right after
@@ -408,6 +410,51 @@ class WasmEngine:
 
 
 # --- the raw call path ---------------------------------------------------------------------
+
+class _RawStore:
+    """A wasmtime store without wasmtime-py's `Store` object around it (whose making and
+    finalizing cost several µs a call): only what a call uses. `close()` frees it at once."""
+
+    __slots__ = ("_ctx", "_ptr")
+
+    def __init__(self, engine: Any) -> None:
+        self._ptr = _store_new(engine.ptr(), None, _NO_FINALIZER)
+        self._ctx = _store_context(self._ptr)
+
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def _context(self) -> Any:
+        return self._ctx
+
+    def set_limits(self, memory_size: int, table_elements: int, instances: int, tables: int, memories: int) -> None:
+        _store_limiter(self._ptr, memory_size, table_elements, instances, tables, memories)
+
+    def set_wasi(self, wasi: Any) -> None:
+        error = ffi.wasmtime_context_set_wasi(self._ctx, wasi._consume())
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+
+    def set_fuel(self, fuel: int) -> None:
+        error = _set_fuel(self._ctx, fuel)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+
+    def get_fuel(self) -> int:
+        remaining = ctypes.c_uint64(0)
+        error = _get_fuel(self._ctx, ctypes.byref(remaining))
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        return remaining.value
+
+    def close(self) -> None:
+        ptr, self._ptr, self._ctx = self._ptr, None, None
+        if ptr is not None:
+            _store_delete(ptr)
+
+    def __del__(self) -> None:  # a persistent instance's store, dropped with its Program
+        self.close()
+
 #
 # wasmtime-py's `Func.__call__` asks the engine for the function's type and converts every
 # argument through `Val` on each call, and `Instance.exports` wraps every export: together
@@ -419,30 +466,55 @@ class WasmEngine:
 _RawArgs = ffi.wasmtime_val_raw_t * 2
 
 
+def _direct(name: str) -> Any:
+    """The ctypes function itself, without wasmtime-py's Python wrapper around it (a frame
+    and a call less each: a call makes about twenty of these)."""
+    return getattr(_b, f"_{name}", None) or getattr(ffi, name)
+
+
+_export_get = _direct("wasmtime_instance_export_get")
+_func_call = _direct("wasmtime_func_call_unchecked")
+_memory_size = _direct("wasmtime_memory_data_size")
+_store_new = _direct("wasmtime_store_new")
+_store_context = _direct("wasmtime_store_context")
+_store_delete = _direct("wasmtime_store_delete")
+_store_limiter = _direct("wasmtime_store_limiter")
+_set_fuel = _direct("wasmtime_context_set_fuel")
+_get_fuel = _direct("wasmtime_context_get_fuel")
+_pre_instantiate = _direct("wasmtime_instance_pre_instantiate")
+#: the memory's base address as an int (wasmtime-py's binding returns a pointer object to cast)
+_memory_base = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(ffi.wasmtime_context_t),
+                                ctypes.POINTER(ffi.wasmtime_memory_t))(("wasmtime_memory_data", ffi.dll))
+
+
 class _Exports:
     """One instance's ABI exports, as raw wasmtime handles."""
 
-    __slots__ = ("alloc", "args", "dealloc", "handle", "memory", "memory_object")
+    __slots__ = ("alloc", "args", "dealloc", "handle", "memory", "memory_ref")
 
     def __init__(self, memory: Any, alloc: Any, handle: Any, dealloc: Any) -> None:
         self.memory = memory
+        self.memory_ref = ctypes.byref(memory)
         self.alloc = alloc
         self.handle = handle
         self.dealloc = dealloc
         self.args = _RawArgs()
-        self.memory_object = wasmtime.Memory._from_raw(memory)
+
+    @property
+    def memory_object(self) -> Any:
+        """wasmtime-py's Memory (made only when a trap is classified: it costs a few µs)."""
+        return wasmtime.Memory._from_raw(self.memory)
 
     @classmethod
     def instantiate(cls, program: Program, ctx: Any) -> _Exports:
         instance = ffi.wasmtime_instance_t()
         trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        error = ffi.wasmtime_instance_pre_instantiate(program.pre.ptr(), ctx, ctypes.byref(instance),
-                                                      ctypes.byref(trap))
+        error = _pre_instantiate(program.pre.ptr(), ctx, ctypes.byref(instance), ctypes.byref(trap))
         _raise_failure(error, trap)
 
         def get(name: bytes) -> Any:
             item = ffi.wasmtime_extern_t()
-            if not ffi.wasmtime_instance_export_get(ctx, ctypes.byref(instance), name, len(name), ctypes.byref(item)):
+            if not _export_get(ctx, ctypes.byref(instance), name, len(name), ctypes.byref(item)):
                 raise PluginTrap(f"ABI v1: the instance has no export {name.decode()}", reason="bad_export")
             return item.of
 
@@ -452,16 +524,16 @@ class _Exports:
                    get(b"dealloc").func if program.has_dealloc else None)
 
     def base(self, ctx: Any) -> int:
-        return ctypes.cast(ffi.wasmtime_memory_data(ctx, ctypes.byref(self.memory)), ctypes.c_void_p).value or 0
+        return _memory_base(ctx, self.memory_ref) or 0
 
     def size(self, ctx: Any) -> int:
-        return int(ffi.wasmtime_memory_data_size(ctx, ctypes.byref(self.memory)))
+        return int(_memory_size(ctx, self.memory_ref))
 
 
 def _raw_call(ctx: Any, func: Any, args: Any, nargs: int) -> None:
     """Call `func` with `args[:nargs]`; its results replace `args` (capacity 2)."""
     trap = ctypes.POINTER(ffi.wasm_trap_t)()
-    error = ffi.wasmtime_func_call_unchecked(ctx, ctypes.byref(func), args, len(args), ctypes.byref(trap))
+    error = _func_call(ctx, ctypes.byref(func), args, 2, ctypes.byref(trap))
     _raise_failure(error, trap)
 
 

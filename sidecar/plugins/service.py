@@ -113,7 +113,25 @@ class Loaded:
     program: Program | None
     sha256: str
     fingerprint: tuple[Any, ...] = ()
+    #: tool name -> schema.ToolValidator, compiled once per load
     validators: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CallPlan:
+    """What every call of one wasm plugin reuses: built on its first call, rebuilt when its
+    Loaded or row is replaced (install, reload, grant, revoke, enable) or a setting changes."""
+
+    loaded: Loaded
+    row: PluginRow
+    settings_generation: int
+    perms: Permissions
+    limits: p.EffectiveLimits
+    call_limits: Any  # runtime.CallLimits
+    data_preopen: tuple[str, str, bool]
+    #: the sandbox of a plugin granted no paths and no env (the same every call)
+    sandbox: Any  # runtime.Sandbox | None
+    bridge: _Bridge | None
 
 
 @dataclass(slots=True)
@@ -139,6 +157,10 @@ class PluginService:
         self._engine: WasmEngine | None = None
         self._engine_lock = threading.Lock()
         self._loaded: dict[str, Loaded] = {}
+        self._plans: dict[str, CallPlan] = {}
+        #: bumped by `settings_changed`: call plans hold limits derived from settings
+        self._settings_generation = 0
+        self._token: Any = None
         self._rows: dict[str, PluginRow] = {}
         self._load_errors: dict[str, str] = {}
         self.logs: dict[str, deque[p.LogEntry]] = {}
@@ -167,6 +189,7 @@ class PluginService:
         (self.root / ".staging").mkdir(exist_ok=True)
         await self._load_installed()
         self._running = True
+        self._token = anyio.lowlevel.current_token()  # host functions reach the loop with it
         self._call_threads = WorkerThreads("sidecar-plugin-call", CALL_THREADS,
                                            closed_message="the plugins capability has stopped")
         try:
@@ -182,6 +205,8 @@ class PluginService:
             self._call_threads.stop()  # calls in flight were stopped with the task group above
             self._call_threads = None
             self._tg = None
+            self._token = None
+            self._plans.clear()
             self._processes.clear()
             self._running = False
             if self._http is not None:
@@ -303,9 +328,9 @@ class PluginService:
         (self.root / "data" / staged.manifest.id).mkdir(parents=True, exist_ok=True)
 
     def _as_loaded(self, staged: Staged, fingerprint: tuple[Any, ...]) -> Loaded:
-        import jsonschema
+        from sidecar.plugins.schema import ToolValidator
 
-        validators = {t.name: jsonschema.Draft202012Validator(t.inputSchema) for t in staged.manifest.tools}
+        validators = {t.name: ToolValidator(t.inputSchema) for t in staged.manifest.tools}
         return Loaded(staged.manifest, staged.program, staged.sha256, fingerprint, validators)
 
     async def install(self, path: str) -> p.PluginInfo:
@@ -330,6 +355,7 @@ class PluginService:
         self._require_row(plugin_id)
         await self._stop_process(plugin_id)
         self._loaded.pop(plugin_id, None)
+        self._plans.pop(plugin_id, None)
         self._rows.pop(plugin_id, None)
         self._load_errors.pop(plugin_id, None)
         await self.store.delete(plugin_id)
@@ -411,6 +437,31 @@ class PluginService:
     def granted(self, plugin_id: str) -> Permissions:
         row = self._require_row(plugin_id)
         return msgspec.json.decode(row.granted, type=Permissions)
+
+    def settings_changed(self, key: str, value: Any = None, previous: Any = None) -> None:
+        """A setting changed (the capability subscribes this): calls re-read their limits."""
+        if key.startswith("plugins."):
+            self._settings_generation += 1
+
+    def _plan(self, plugin_id: str, row: PluginRow, loaded: Loaded) -> CallPlan:
+        from sidecar.plugins import runtime
+
+        plan = self._plans.get(plugin_id)
+        if plan is not None and plan.loaded is loaded and plan.row is row \
+                and plan.settings_generation == self._settings_generation:
+            return plan
+        manifest = loaded.manifest
+        perms = mf.effective(manifest.permissions, self.granted(plugin_id))
+        limits = self.limits(manifest)
+        data_preopen = (f"{self._data_root}{os.sep}{plugin_id}", "/data", True)
+        static = not perms.paths and not perms.env
+        token = self._token
+        plan = CallPlan(loaded, row, self._settings_generation, perms, limits,
+                        runtime.CallLimits(limits.fuel, limits.memoryBytes, limits.timeoutMs), data_preopen,
+                        runtime.Sandbox(preopens=[data_preopen], capture_dir=self._run_dir) if static else None,
+                        _Bridge(self, plugin_id, token) if token is not None else None)
+        self._plans[plugin_id] = plan
+        return plan
 
     def limits(self, manifest: Manifest) -> p.EffectiveLimits:
         def pick(asked: int | None, default: str, cap: str) -> int:
@@ -494,8 +545,6 @@ class PluginService:
                 if self._rows.get(pid) is not None and self._rows[pid].enabled for t in ld.manifest.tools]
 
     async def call(self, plugin_id: str, tool: str, arguments: dict[str, Any]) -> p.CallResult:
-        from sidecar.plugins import host, runtime
-
         row = self._require_row(plugin_id)
         loaded = self._loaded.get(plugin_id)
         if loaded is None:
@@ -506,35 +555,44 @@ class PluginService:
         validator = loaded.validators.get(tool)
         if validator is None:
             raise NotFound(f"plugin {plugin_id} has no tool {tool}", id=plugin_id, tool=tool)
-        error = next(iter(sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))), None)
+        error = validator.first_error(arguments)
         if error is not None:
             where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in error.absolute_path)
             raise InvalidValue(f"input does not match the tool's schema: {error.message}"[:500],
                                f"$.params.input{where}")
-        manifest = loaded.manifest
-        if manifest.runtime == "process":
+        if loaded.manifest.runtime == "process":
             return await self._call_process(plugin_id, row, loaded, tool, arguments)
         if loaded.program is None:
             raise Unavailable(f"plugin {plugin_id} has no program", id=plugin_id)
-        perms = mf.effective(manifest.permissions, self.granted(plugin_id))
-        limits = self.limits(manifest)
+        return await self._call_wasm(plugin_id, self._plan(plugin_id, row, loaded), tool, arguments)
+
+    async def _call_wasm(self, plugin_id: str, plan: CallPlan, tool: str, arguments: dict[str, Any]) -> p.CallResult:
+        from sidecar.plugins import host, runtime  # loaded by `_plan` already: a dict look-up
+
+        perms = plan.perms
         payload = msgspec.json.encode({"tool": tool, "input": arguments})
-        control = runtime.CallControl(limits.timeoutMs)
-        sandbox = runtime.Sandbox(
-            preopens=[(f"{self._data_root}{os.sep}{plugin_id}", "/data", True)]
-            + [(x.path, x.path, x.access == "rw") for x in perms.paths if os.path.isdir(x.path)],
-            env=[(name, os.environ[name]) for name in perms.env if name in os.environ],
-            capture_dir=self._run_dir)
-        hc = host.PluginCall(plugin_id, perms, _Bridge(self, plugin_id, anyio.lowlevel.current_token()), control.deadline)
-        program = loaded.program
+        control = runtime.CallControl(plan.limits.timeoutMs)
+        sandbox = plan.sandbox
+        if sandbox is None:  # granted paths may come and go, env values change: read them per call
+            sandbox = runtime.Sandbox(
+                preopens=[plan.data_preopen]
+                + [(x.path, x.path, x.access == "rw") for x in perms.paths if os.path.isdir(x.path)],
+                env=[(name, os.environ[name]) for name in perms.env if name in os.environ],
+                capture_dir=self._run_dir)
+        bridge = plan.bridge or _Bridge(self, plugin_id, anyio.lowlevel.current_token())
+        hc = host.PluginCall(plugin_id, perms, bridge, control.deadline)
+        program = plan.loaded.program
         engine = self.engine()
-        call_limits = runtime.CallLimits(limits.fuel, limits.memoryBytes, limits.timeoutMs)
-        stats = self.stats.setdefault(plugin_id, Stats())
+        call_limits = plan.call_limits
+        stats = self.stats.get(plugin_id)
+        if stats is None:
+            stats = self.stats[plugin_id] = Stats()
         started = time.perf_counter()
         ok = False
         self._active += 1
         if self._wake is not None:
             self._wake.set()
+
         def run() -> runtime.CallOutput:
             try:
                 return engine.call(program, payload, call_limits, control, sandbox, hc)
@@ -565,7 +623,8 @@ class PluginService:
                                  bytes=len(out.output), start=out.output[:80].decode("utf-8", "replace")) from None
             ok = True
             stats.fuel += out.fuel_used
-            stats.peak_memory = max(stats.peak_memory, out.memory_bytes)
+            if out.memory_bytes > stats.peak_memory:
+                stats.peak_memory = out.memory_bytes
             return p.CallResult(output, out.fuel_used, out.memory_bytes,
                                 round((time.perf_counter() - started) * 1000, 3))
         finally:
@@ -576,9 +635,10 @@ class PluginService:
             if not ok:
                 stats.errors += 1
             stdout, stderr = hc.captured
-            for source, data in (("stdout", stdout), ("stderr", stderr)):
-                for line in data.decode("utf-8", "replace").splitlines():
-                    self._log(plugin_id, "info" if source == "stdout" else "warning", source, line)
+            if stdout or stderr:
+                for source, data in (("stdout", stdout), ("stderr", stderr)):
+                    for line in data.decode("utf-8", "replace").splitlines():
+                        self._log(plugin_id, "info" if source == "stdout" else "warning", source, line)
             if hc.audits:
                 with anyio.CancelScope(shield=True):
                     await self.store.audit([(plugin_id, a.operation, a.target, a.allowed, _now_iso(a.at))
