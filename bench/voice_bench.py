@@ -63,7 +63,8 @@ def main() -> int:
     args = ap.parse_args()
     from sidecar.voice import intents as it
     from sidecar.voice.audio import decode_wav
-    from sidecar.voice.service import ENGINES, bundled_ct2_model, engine_class
+    from sidecar.voice.service import ENGINES, engine_class
+    from sidecar.voice.stt.packaged import bundled_ct2_model
     from sidecar.voice.stt.ct2_ggml import convert
     from sidecar.voice.tts import TtsEngine
 

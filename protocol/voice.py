@@ -144,6 +144,8 @@ class VoiceSettings(msgspec.Struct, omit_defaults=True):
     rate: int
     volume: float
     engines: list[EngineInfo] = []
+    #: the packaged model used when modelPath is empty: tiny.en (English) or base (multilingual)
+    model: str = "tiny.en"
 
 
 class TurnInfo(msgspec.Struct, omit_defaults=True):
@@ -237,6 +239,8 @@ class SettingsParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=T
     """Change what is given; no fields: read."""
 
     engine: Engine | None = None
+    #: a packaged model (used when modelPath is empty): tiny.en (English), base (multilingual)
+    model: Literal["tiny.en", "base"] | None = None
     modelPath: Annotated[str, Meta(max_length=4096)] | None = None
     language: Language | None = None
     voice: Annotated[str, Meta(max_length=200)] | None = None
@@ -275,12 +279,26 @@ class PatternUpdateParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fie
     slots: dict[str, Any] | None = None
 
 
-class ModelDownloadParams(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=200)]
+class ModelDownloadParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Exactly one of `name` (a model in the catalog: tiny, tiny.en, base, base.en, small,
+    small.en) and `url` (http or https; `sha256` and `fileName` go with it only)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    url: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    #: the expected SHA-256 of the file at `url`; a mismatch keeps nothing
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}\Z")] | None = None
+    #: the file name under the models folder (default: the URL's last path segment)
+    fileName: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")] | None = None
 
 
 class ModelDownloadResult(msgspec.Struct):
+    #: the model file, ready for voice.modelPath
     path: str
+    bytes: int
+    sha256: str
+    seconds: float
+    #: the file was already there with the right checksum: nothing was fetched
+    alreadyPresent: bool
 
 
 class StreamStartParams(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -356,7 +374,20 @@ class OpenEvent(msgspec.Struct, omit_defaults=True):
     conversationId: str | None = None
 
 
+class ModelProgress(StreamEvent):
+    """How far a voice/models/download has come (at most every 250 ms, and once at the end)."""
+
+    #: the catalog name, or the file name of a URL download
+    name: str
+    receivedBytes: int
+    #: null when the server announced no length and the catalog knows none
+    totalBytes: int | None = None
+
+
 N_EVENT = NotificationSpec("voice/event", VoiceEvent, "One stage of a voice request, with its duration.")
+N_MODEL_PROGRESS = NotificationSpec("voice/models/progress", ModelProgress,
+                                    "Bytes received so far by voice/models/download (at most every 250 ms, "
+                                    "and once when the body is complete).")
 N_OPEN = NotificationSpec("voice/open", OpenEvent, "The user asked by voice to open a feature or switch a mode.")
 
 M_PROCESS = MethodSpec("voice/process", ProcessParams, ProcessResult,
@@ -397,9 +428,11 @@ M_STREAM_END = MethodSpec("voice/stream/end", StreamIdParams, ProcessResult,
                           "Finish a stream: its utterance through the voice/process pipeline.",
                           streams=(N_EVENT,), lane="voice-stream", long_running=True)
 M_MODEL_DOWNLOAD = MethodSpec("voice/models/download", ModelDownloadParams, ModelDownloadResult,
-                              "Download a speech model (not available in offline builds).", long_running=True)
+                              "Download a whisper.cpp model (a catalog name or a URL) into the models folder, "
+                              "verified by checksum, streaming progress; cancel stops it and keeps nothing.",
+                              streams=(N_MODEL_PROGRESS,), long_running=True)
 
 METHODS = (M_PROCESS, M_TRANSCRIBE, M_UNDERSTAND, M_SPEAK, M_VOICES, M_SETTINGS, M_CONV_START, M_CONV_GET,
            M_CONV_LIST, M_CONV_END, M_PAT_CREATE, M_PAT_LIST, M_PAT_UPDATE, M_PAT_DELETE, M_MODEL_DOWNLOAD,
            M_STREAM_START, M_STREAM_CHUNK, M_STREAM_END)
-NOTIFICATIONS = (N_EVENT, N_OPEN)
+NOTIFICATIONS = (N_EVENT, N_OPEN, N_MODEL_PROGRESS)

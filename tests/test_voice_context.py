@@ -51,7 +51,8 @@ PROMPT = ("Run the daily backup recipe. Execute the data processing skill. Open 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from sidecar.voice.service import bundled_ct2_model, engine_class
+    from sidecar.voice.service import engine_class
+    from sidecar.voice.stt.packaged import bundled_ct2_model
     from sidecar.voice.stt.ct2_ggml import convert
 
     if not engine_class("whisper.cpp").available():

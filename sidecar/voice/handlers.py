@@ -81,4 +81,4 @@ def register(router: Router, service: VoiceService) -> None:
 
     @router.method(v.M_MODEL_DOWNLOAD)
     async def model_download(ctx: RequestContext, params: v.ModelDownloadParams) -> v.ModelDownloadResult:
-        return await service.download_model(params.name)
+        return await service.download_model(params, ctx.stream(v.N_MODEL_PROGRESS).send)

@@ -44,6 +44,14 @@ def _service(platform: Platform, module: str, cls: str) -> Any:
         return None
 
 
+#: what a yes/no answer sounds like, as a speech-to-text prompt (when a confirmation is pending)
+ANSWERS = {"en": "Yes. No. Cancel.", "ko": "네, 아니요, 취소."}
+
+
+def answers_prompt(language: str | None) -> str:
+    return ANSWERS["ko" if language == "ko" else "en"]
+
+
 class Router:
     def __init__(self, platform: Platform, open_shell: Callable[[str, str, str | None], None]) -> None:
         self.platform = platform
@@ -77,7 +85,7 @@ class Router:
             return [s.id for s in listing.workflows], aliases
         return None
 
-    async def prompt(self, limit: int = 300) -> str:
+    async def prompt(self, limit: int = 300, language: str | None = None) -> str:
         """The speech-to-text prompt: the live names in the sentences they are spoken in
         ("Run the daily backup recipe. Execute the data processing skill. Open settings."),
         recipes and tools first (few, and the likeliest to be misheard), then agents, up to
@@ -87,20 +95,28 @@ class Router:
         characters (the old limit, filled with "Ask the ... agent." lines from the built-in
         agents) "execute data processing skill" came back "Ask the code user agent. Ask the
         process skill." and a spoken "yes" as "Ask the user agent." over and over, with the
-        full 30-s context too; at 300 characters 19 of 20 test commands were right."""
-        sentences: list[str] = []
+        full 30-s context too; at 300 characters 19 of 20 test commands were right.
+
+        Korean decoding gets Korean sentences without the agents: English ones pulled the
+        multilingual base model into English (a spoken "네" came back "Create a new account.")."""
+        ko = language == "ko"
+        # (Korean: the answers first. At the end of the prompt a spoken "아니요" came back "네."
+        # from espeak-ng's voice, a no heard as a yes; first, it never did: docs/voice.md)
+        sentences: list[str] = [ANSWERS["ko"]] if ko else []
         recipes = await self.names("recipe")
         if recipes is not None:
             for wf_id in recipes[0]:
                 spoken = (recipes[1].get(wf_id) or (it._spoken(wf_id),))[0]
-                sentences.append(f"Run the {spoken} recipe.")
+                sentences.append(f"{spoken} 레시피 실행해 줘." if ko else f"Run the {spoken} recipe.")
         try:
-            sentences.extend(f"Execute the {it._spoken(t.name)} skill." for t in await self.platform.tools.list_tools())
+            sentences.extend((f"{it._spoken(t.name)} 스킬 실행해 줘." if ko else f"Execute the {it._spoken(t.name)} skill.")
+                             for t in await self.platform.tools.list_tools())
         except SidecarError as exc:
             log.info("tools unavailable for voice names: %s", exc.message)
-        sentences.extend(("Open settings.", "Open projects.", "Search for", "Send a message."))
+        sentences.extend(("설정 열어 줘.", "검색해 줘.", "메시지 보내 줘.") if ko else
+                         ("Open settings.", "Open projects.", "Search for", "Send a message."))
         agents = _service(self.platform, "sidecar.agents.service", "AgentsService")
-        if agents is not None:
+        if agents is not None and not ko:  # (in Korean, "네" came back as "blog writer 에이전트에게 물어봐.")
             sentences.extend(f"Ask the {it._spoken(n)} agent." for n in agents.ensure_loaded().names)
         out, size = [], 0
         for sentence in dict.fromkeys(sentences):

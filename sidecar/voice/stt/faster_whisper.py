@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript
+from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, decoding_language
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,8 +30,9 @@ class FasterWhisperEngine(SttEngine):
                    cancelled: Callable[[], bool] = lambda: False) -> Transcript:
         self.load()
         multilingual = bool(getattr(self._model, "model", None) and self._model.model.is_multilingual)
+        lang = decoding_language(language, multilingual)
         segments_iter, info = self._model.transcribe(
-            samples, language=language if multilingual else "en", beam_size=1, initial_prompt=prompt or None,
+            samples, language=None if lang == "auto" else lang, beam_size=1, initial_prompt=prompt or None,
             condition_on_previous_text=False, vad_filter=False, without_timestamps=True)
         segments: list[Segment] = []
         no_speech: list[float] = []

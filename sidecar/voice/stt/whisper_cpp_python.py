@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar.voice.stt import context
-from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, windows
+from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, decoding_language, windows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,13 +42,16 @@ class WhisperCppPythonEngine(SttEngine):
         self._w.params.temperature = 0.0
         self._w.params.temperature_inc = 0.0
         self._w.params.no_context = True
+        from whisper_cpp_python import whisper_cpp
+
+        self.multilingual = bool(whisper_cpp.whisper_is_multilingual(self._w.context))
 
     def transcribe(self, samples: np.ndarray, *, language: str | None = None, prompt: str = "",
                    cancelled: Callable[[], bool] = lambda: False) -> Transcript:
         import numpy as np
 
         self.load()
-        lang = (language or "en").encode()
+        lang = decoding_language(language, self.multilingual).encode()
         self._lang, self._prompt = lang, prompt.encode("utf-8")  # kept alive while C holds the pointers
         self._w.params.language = self._lang
         self._w.params.initial_prompt = self._prompt if prompt else None
@@ -74,7 +77,13 @@ class WhisperCppPythonEngine(SttEngine):
                 result = self._w._full(padded)
             segments.extend(Segment(offset + s["start"], offset + s["end"], s["text"]) for s in result["segments"])
             offset += len(window) / 16_000
-        return Transcript("".join(s.text for s in segments).strip(), lang.decode(), tuple(segments))
+        detected = lang.decode()
+        if detected == "auto":  # what whisper.cpp detected (in the last window)
+            from whisper_cpp_python import whisper_cpp
+
+            code = whisper_cpp.whisper_lang_str(whisper_cpp.whisper_full_lang_id(self._w.context))
+            detected = code.decode() if isinstance(code, bytes) else str(code)
+        return Transcript("".join(s.text for s in segments).strip(), detected, tuple(segments))
 
     def close(self) -> None:
         w = self.__dict__.pop("_w", None)

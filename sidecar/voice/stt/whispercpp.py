@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar.voice.stt import context
-from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, windows
+from sidecar.voice.stt.base import Cancelled, Segment, SttEngine, Transcript, decoding_language, windows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,15 +37,18 @@ class WhisperCppEngine(SttEngine):
 
         from pywhispercpp.model import Model
 
+        import _pywhispercpp as pw
+
         self._model: Any = Model(self.model_path, redirect_whispercpp_logs_to=sys.stderr, n_threads=self.threads,
                                  print_progress=False, print_realtime=False, print_timestamps=False)
+        self.multilingual = bool(pw.whisper_is_multilingual(self._model._ctx))
 
     def transcribe(self, samples: np.ndarray, *, language: str | None = None, prompt: str = "",
                    cancelled: Callable[[], bool] = lambda: False) -> Transcript:
         import numpy as np
 
         self.load()
-        lang = language or "en"
+        lang = decoding_language(language, self.multilingual)
         segments: list[Segment] = []
         offset = 0.0
         for window in windows(samples):
@@ -75,6 +78,10 @@ class WhisperCppEngine(SttEngine):
                 raise Cancelled()
             segments.extend(Segment(offset + s.t0 / 100.0, offset + s.t1 / 100.0, s.text) for s in result)
             offset += len(window) / 16_000
+        if lang == "auto":  # what whisper.cpp detected (in the last window)
+            import _pywhispercpp as pw
+
+            lang = pw.whisper_lang_str(pw.whisper_full_lang_id(self._model._ctx))
         return Transcript("".join(s.text for s in segments).strip(), lang, tuple(segments))
 
     def close(self) -> None:
