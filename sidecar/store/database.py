@@ -265,11 +265,16 @@ class Database:
         self._writer.set_wal_hook(self._wal)
         return applied
 
+    @property
+    def _checkpoint_due(self) -> bool:
+        """The WAL has grown past the auto-checkpoint size (as the writer's WAL hook saw it)."""
+        return self._wal.pages >= WAL_AUTOCHECKPOINT_PAGES
+
     def _checkpoint_if_due(self, conn: apsw.Connection) -> None:
         """What SQLite's automatic checkpoint did after a commit, here where we choose: on the
         writer thread (or in run_now), never on the loop. PASSIVE, as SQLite's: it copies what
         no reader still needs and never waits; a WAL still long is tried again next time."""
-        if self._wal.pages >= WAL_AUTOCHECKPOINT_PAGES:
+        if self._checkpoint_due:
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
             self._wal.pages = 0  # the next commit's hook says how long it really is
 
@@ -432,7 +437,7 @@ class Database:
         """`fn` in one transaction right here, if that needs no waiting: (True, its result);
         (False, None) when the writer is busy, a checkpoint is due or another process holds
         SQLite's write lock (nothing was run then)."""
-        if self._wal.pages >= WAL_AUTOCHECKPOINT_PAGES or not self._writer_lock.acquire(blocking=False):
+        if self._checkpoint_due or not self._writer_lock.acquire(blocking=False):
             return False, None
         try:
             conn = self._conn()
