@@ -60,6 +60,21 @@ async def test_typed_errors_on_the_wire(tmp_path: Path) -> None:
         assert err.value.code == -32006 and "unreachable" in err.value.error["data"]["details"]["trap"]
 
 
+async def test_a_settings_change_over_rpc_caps_the_next_call(tmp_path: Path) -> None:
+    """settings/set reaches the cached call plans through the capability's subscription: the
+    same plugin's next call runs under the new cap, with no reload."""
+    async with in_process(tmp_path / "data") as daemon:
+        await daemon.call("plugins/install", {"path": str(make_plugin(tmp_path / "s", "loop", plugin_id="spin",
+                                                                       extra="[limits]\nfuel = 3000000"))})
+        with pytest.raises(RpcError) as err:
+            await daemon.call("plugins/call", {"id": "spin", "tool": "run"})
+        assert err.value.error["data"]["details"]["max"] == 3_000_000  # the manifest's own fuel
+        await daemon.call("settings/set", {"key": "plugins.maxFuel", "value": 1_000_000})
+        with pytest.raises(RpcError) as err:
+            await daemon.call("plugins/call", {"id": "spin", "tool": "run"})
+        assert err.value.error["data"]["details"] == {"limit": "fuel", "max": 1_000_000, "used": 1_000_000}
+
+
 async def test_cancel_request_stops_a_running_call_with_32800(tmp_path: Path) -> None:
     src = make_plugin(tmp_path / "src", "loop", extra="[limits]\ntimeoutMs = 60000\nfuel = 10000000000")
     async with in_process(tmp_path / "data") as daemon:
