@@ -258,6 +258,12 @@ async def test_mid_stream_overload_stores_an_error_reply(tmp_path: Path, http_fi
         (conversation,) = (await projects(daemon).list_conversations()).items
         _, rows, _ = await projects(daemon).get_conversation(conversation.id)
         assert rows[-1].status == "error" and "Partial" in rows[-1].content
+        # the failed call is accounted for (a provider_error outcome was refused by the usage
+        # table's CHECK and silently lost)
+        (entry,) = (await daemon.call("audit/list"))["entries"]
+        assert entry["outcome"] == "error" and entry["conversationId"] == conversation.id
+        (row,) = (await daemon.call("usage/summary", {"groupBy": "provider"}))["rows"]
+        assert row["calls"] == 1
 
 
 async def test_context_budget_drops_oldest_turns(tmp_path: Path, http_fixture: HttpFixtureServer) -> None:

@@ -297,7 +297,10 @@ class Turn:
                 raise self._opening_error
             if failed is not None:
                 exc = failed
-                outcome = exc.kind
+                # the usage table knows rate_limited apart; any other failure (provider_error,
+                # timeout, ...) is an "error" there: its CHECK refused the raw kind, and the
+                # failed call went unrecorded
+                outcome = "rate_limited" if exc.kind == "rate_limited" else "error"
                 error = exc.message
                 current.stop = "error"
                 chat.publish_event("llm.providerError", {"provider": self.config.id, "model": self.model,
