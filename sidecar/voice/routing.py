@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.capability import Platform
-from sidecar.errors import SidecarError
+from sidecar.errors import NotFound, SidecarError
 from sidecar.voice import intents as it
 
 log = logging.getLogger("sidecar.voice")
@@ -169,8 +169,31 @@ class Router:
         async def ignore(_: Any) -> None:
             return None
 
-        result = await chat.send(ChatSendParams(message=message, agent=agent, conversationId=chat_conversation_id),
-                                 ignore)
+        async def send(conversation_id: str | None) -> Any:
+            return await chat.send(ChatSendParams(message=message, agent=agent, conversationId=conversation_id),
+                                   ignore)
+
+        try:
+            try:
+                result = await send(chat_conversation_id)
+            except NotFound as exc:
+                if chat_conversation_id is None or (exc.details or {}).get("id") != chat_conversation_id:
+                    raise
+                # the chat conversation this voice conversation continued was deleted (chat raises
+                # before any provider request). The voice conversation's chat id is only ever
+                # replaced, never cleared (store.update_state), so without this every later message
+                # in it failed with "no conversation ...": start a new chat conversation instead.
+                log.info("voice: chat conversation %s is gone; starting a new one", chat_conversation_id)
+                chat_conversation_id = None
+                result = await send(None)
+        except SidecarError as exc:
+            # answered here, not by execute()'s catch-all: that one knows only the `_target` slot,
+            # which the chat routes never set, so a failed turn said target "none" and no agent
+            # (a failed first turn may still have stored its chat conversation, but ChatService's
+            # error does not say which: only a conversation being continued can be named here)
+            detail = {"kind": exc.kind, **({"conversationId": chat_conversation_id} if chat_conversation_id else {})}
+            return Outcome("failed", target, agent, detail, error=exc.message,
+                           reply=_say(language, f"That failed: {exc.message}", f"실패했습니다: {exc.message}"))
         return Outcome("executed", target, agent, {"conversationId": result.conversationId, "text": result.text,
                                                    "messageId": result.messageId},
                        reply=result.text or _say(language, "Done.", "완료했습니다."),
@@ -256,8 +279,16 @@ class Router:
                            reply=_say(language, "Search is not available here.", "검색 기능이 없습니다."))
         if projects is not None:
             page = await projects.search_messages(query, limit=5)
-            detail["messages"] = [{"conversationId": getattr(m[0], "conversation_id", None)} if isinstance(m, tuple)
-                                  else {"conversationId": getattr(m, "conversation_id", None)} for m in page.items]
+            # search_messages' items are plain rows (projects/store.py search_messages): (message id,
+            # conversation id, title, project id, position, role, created_at, snippet) -- not objects
+            # (the old getattr(row[0], "conversation_id") read an attribute of the message id: always None).
+            # The same fields conversations/search answers with, the snippet as plain text.
+            from sidecar.projects.service import split_snippet
+
+            detail["messages"] = [
+                {"conversationId": cid, "conversationTitle": title or "", "messageId": mid, "projectId": pid,
+                 "position": pos, "role": role, "snippet": "".join(t for t, _ in split_snippet(snip))}
+                for mid, cid, title, pid, pos, role, _created, snip in page.items]
         if agents is not None:
             detail["agents"] = [h.agent.name for h in agents.search(query, 5)]
         n = len(detail.get("messages", ())) + len(detail.get("agents", ()))
