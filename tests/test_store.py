@@ -838,6 +838,43 @@ def test_close_waits_for_the_write_in_flight_then_writes_fail(tmp_path: Path) ->
     anyio.run(main)
 
 
+def test_close_during_a_read_in_flight_lets_the_read_finish(tmp_path: Path) -> None:
+    """close() while another thread reads: apsw refuses to close a connection in use
+    (ThreadingViolationError, seen in CI); the reader is closed when it is given back."""
+    async def main() -> None:
+        db = Database(tmp_path / "sidecar.db")
+        db.open()
+        await db.write(_insert("a.b"))
+        await db.read(lambda c: None)  # one idle reader as well
+        in_read, release = threading.Event(), threading.Event()
+        lent: list[apsw.Connection] = []
+
+        def slow(conn: apsw.Connection) -> list[tuple[str]]:
+            lent.append(conn)
+            in_read.set()
+            assert release.wait(30)
+            return conn.execute("SELECT key FROM settings").fetchall()
+
+        async def close_while_reading() -> None:
+            await anyio.to_thread.run_sync(in_read.wait, 30)
+            db.close()  # must not raise; the idle reader closes now
+            release.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close_while_reading)
+            assert await db.read(slow) == [("a.b",)]
+        assert db.reader_count() == 0
+        with pytest.raises(apsw.ConnectionClosedError):
+            lent[0].execute("SELECT 1")  # given back after close(): closed then
+        db.open()
+        try:
+            assert await _keys(db) == ["a.b"]
+        finally:
+            db.close()
+
+    anyio.run(main)
+
+
 def test_the_writer_thread_ends_with_its_database(tmp_path: Path) -> None:
     """Closed, or collected without being closed (a tool, a test): no thread left behind."""
     async def write_once(db: Database) -> threading.Thread:

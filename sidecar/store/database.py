@@ -239,6 +239,9 @@ class Database:
         self._writer_thread_finalizer = weakref.finalize(self, self._writer_thread.stop)
         self._readers: list[apsw.Connection] = []  # every reader connection made
         self._idle_readers: list[apsw.Connection] = []  # those not lent out right now
+        #: lent out when close() ran: closed by the thread that gives it back (apsw refuses to
+        #: close a connection another thread is using: ThreadingViolationError)
+        self._retired_readers: list[apsw.Connection] = []
         self._readers_lock = threading.Lock()
         self._write_limiter = anyio.CapacityLimiter(1)  # waiting for it is still cancellable
         self._write_thread_limiter = anyio.CapacityLimiter(1)  # the thread of the write holding it
@@ -312,7 +315,13 @@ class Database:
 
     def _return_reader(self, conn: apsw.Connection) -> None:
         with self._readers_lock:
-            self._idle_readers.append(conn)
+            retired = any(c is conn for c in self._retired_readers)
+            if retired:
+                self._retired_readers = [c for c in self._retired_readers if c is not conn]
+            else:
+                self._idle_readers.append(conn)
+        if retired:
+            conn.close()
 
     def reader_count(self) -> int:
         with self._readers_lock:
@@ -490,8 +499,9 @@ class Database:
     def close(self) -> None:
         self._writer_thread.close()  # after the write in flight, if any; later writes fail
         with self._readers_lock:
-            for conn in self._readers:
+            for conn in self._idle_readers:
                 conn.close()
+            self._retired_readers.extend(c for c in self._readers if not any(c is i for i in self._idle_readers))
             self._readers.clear()
             self._idle_readers.clear()
         with self._writer_lock:
