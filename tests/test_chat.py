@@ -236,12 +236,16 @@ async def test_provider_errors_answer_with_details_and_are_audited(tmp_path: Pat
             await daemon.call("chat/send", {"message": "hi"})
         error = info.value.error
         assert info.value.kind == "rate_limited"
-        assert error["data"]["details"] == {"provider": "main", "status": 429, "type": "rate_limit_error",
-                                            "retryAfter": 0.0}
+        details = error["data"]["details"]
+        # the failed turn was stored in a new conversation: the error names it
+        conversation_id = details.pop("conversationId")
+        assert details == {"provider": "main", "status": 429, "type": "rate_limit_error", "retryAfter": 0.0}
+        stored = await daemon.call("conversations/get", {"id": conversation_id})
+        assert [(m["role"], m["status"]) for m in stored["messages"]] == [("user", "complete"), ("assistant", "error")]
         assert http_fixture.calls("POST", "/v1/messages") == 2
         assert deltas(daemon)[-1]["type"] == "error"
         entries = (await daemon.call("audit/list"))["entries"]
-        assert entries[0]["outcome"] == "rate_limited"
+        assert entries[0]["outcome"] == "rate_limited" and entries[0]["conversationId"] == conversation_id
         entry = await daemon.call("audit/get", {"id": entries[0]["id"]})
         assert entry["request"]["messages"][0]["content"][0]["text"] == "hi"
         assert KEY not in repr(entry) and "rate limited" in entry["error"]

@@ -273,6 +273,7 @@ async def test_provider_failure_is_a_failed_routing_and_the_daemon_keeps_answeri
         routing = r["routing"]
         assert routing["status"] == "failed" and routing["target"] == "chat", routing
         assert routing["name"] == "summarizer" and routing["detail"]["kind"] == "provider_error"
+        first_chat = routing["detail"]["conversationId"]  # the failed turn was stored: chat names it
         assert "upstream broke" in routing["error"], routing
         assert r["reply"] == f"That failed: {routing['error']}"
         assert len(http_fixture.requests) >= 2  # retried (fast), then gave up
@@ -282,6 +283,9 @@ async def test_provider_failure_is_a_failed_routing_and_the_daemon_keeps_answeri
         again = await say(d, "send hello again message", conv["id"])
         assert again["routing"]["status"] == "executed" and again["reply"] == "Back again."
         chat_id = again["routing"]["detail"]["conversationId"]
+        assert chat_id == first_chat  # the failed first turn's chat conversation is continued
+        stored = await d.call("conversations/get", {"id": chat_id})
+        assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "user", "assistant"]
         # a failure while continuing a chat names the chat conversation it was continuing
         third = await say(d, "send one more message", conv["id"])
         assert third["intent"] == "SendMessage" and third["routing"]["status"] == "failed"

@@ -155,7 +155,14 @@ class ChatService:
                     conversation_id or "", project_id, projects, started, fitted.raw_tokens)
         if projects is not None:
             turn.opening = _Opening(params.conversationId is None, agent.name if agent else "", params.message)
-        await turn.run(messages)
+        try:
+            await turn.run(messages)
+        except SidecarError as exc:
+            if params.conversationId is None and turn.message_id is not None:
+                # the failed turn's rows were stored (its reply marked error) in a conversation the
+                # caller never heard of: name it, so the caller can show or continue it
+                exc.details = {**(exc.details or {}), "conversationId": turn.conversation_id}
+            raise
         assert turn.message_id is not None
         return p.ChatSendResult(
             conversationId=turn.conversation_id, messageId=turn.message_id, text="".join(turn.text),

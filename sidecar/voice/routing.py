@@ -188,12 +188,14 @@ class Router:
                 result = await send(None)
         except SidecarError as exc:
             # answered here, not by execute()'s catch-all: that one knows only the `_target` slot,
-            # which the chat routes never set, so a failed turn said target "none" and no agent
-            # (a failed first turn may still have stored its chat conversation, but ChatService's
-            # error does not say which: only a conversation being continued can be named here)
-            detail = {"kind": exc.kind, **({"conversationId": chat_conversation_id} if chat_conversation_id else {})}
+            # which the chat routes never set, so a failed turn said target "none" and no agent.
+            # A failed first turn may still have stored its chat conversation (ChatService names
+            # it in the error): the voice conversation keeps it, so the next message continues it
+            stored = (exc.details or {}).get("conversationId") or chat_conversation_id
+            detail = {"kind": exc.kind, **({"conversationId": stored} if stored else {})}
             return Outcome("failed", target, agent, detail, error=exc.message,
-                           reply=_say(language, f"That failed: {exc.message}", f"실패했습니다: {exc.message}"))
+                           reply=_say(language, f"That failed: {exc.message}", f"실패했습니다: {exc.message}"),
+                           chat_conversation_id=stored, agent=agent if stored else None)
         return Outcome("executed", target, agent, {"conversationId": result.conversationId, "text": result.text,
                                                    "messageId": result.messageId},
                        reply=result.text or _say(language, "Done.", "완료했습니다."),
