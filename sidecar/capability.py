@@ -66,6 +66,20 @@ class Platform:
         """The service of this type, or None when its capability is not in this build."""
         return self._services.get(service_type)
 
+    def find_named(self, module: str, name: str) -> Any:
+        """`find` for a service named by module and class, so the caller need not import a
+        capability that may not be in this build (nor pay its import before first use)."""
+        service_type = service_type_named(module, name)
+        return None if service_type is None else self.find(service_type)
+
+
+def service_type_named(module: str, name: str) -> type | None:
+    """The class `name` of `module`, or None when that module is not in this build."""
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):
+        return None
+
 
 class Capability:
     """Subclass, set `name` (and `settings`), build services in `__init__`, wire handlers in

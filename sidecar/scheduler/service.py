@@ -32,6 +32,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from protocol import scheduler as p
+from sidecar.capability import service_type_named
 from sidecar.errors import InvalidValue, NotFound, PermissionDenied, SidecarError, Unavailable
 from sidecar.notifier import Notifier
 from sidecar.scheduler import planning, schedules
@@ -488,11 +489,8 @@ class SchedulerService:
     # ---- other capabilities, found when they are in the build ------------------------------------
 
     def _service(self, module: str, name: str) -> Any:
-        try:
-            service_type = getattr(__import__(module, fromlist=[name]), name)
-        except (ImportError, AttributeError):
-            return None
-        return self._find(service_type)
+        service_type = service_type_named(module, name)
+        return None if service_type is None else self._find(service_type)
 
     def _workflows(self) -> Any:
         return self._service("sidecar.workflows.service", "WorkflowService")

@@ -24,6 +24,8 @@ from typing import Literal
 
 import msgspec
 
+from sidecar.sizes import human_bytes
+
 Status = Literal["ok", "warning", "problem"]
 
 #: free space below which the database and logs are at risk
@@ -140,7 +142,7 @@ def check_database(data_dir: Path, migrations_dir: Path | None = None) -> list[C
         checks = [Check("database integrity", "problem", f"{path}: {shown}",
                         f"restore a copy from {data_dir / 'backups'}")]
     else:
-        checks = [Check("database integrity", "ok", f"{path} ({_size(size)}): quick_check ok")]
+        checks = [Check("database integrity", "ok", f"{path} ({human_bytes(size)}): quick_check ok")]
     if state.pending:
         checks.append(Check("migrations", "warning",
                             f"schema version {state.current}, {len(state.pending)} pending "
@@ -179,7 +181,7 @@ def check_disk(data_dir: Path) -> list[Check]:
         free = shutil.disk_usage(place).free
     except OSError as exc:
         return [Check("free disk", "warning", f"cannot tell for {place}: {exc.strerror}")]
-    detail = f"{_size(free)} free on the file system of {place}"
+    detail = f"{human_bytes(free)} free on the file system of {place}"
     if free < DISK_PROBLEM_BYTES:
         return [Check("free disk", "problem", detail, "free some space: the database and logs need it")]
     if free < DISK_WARNING_BYTES:
@@ -306,11 +308,3 @@ def _guarded(name: str, check: Callable[[], list[Check]]) -> list[Check]:
     except Exception as exc:  # noqa: BLE001
         return [Check(name.removeprefix("check_").replace("_", " "), "problem",
                       f"the check failed: {type(exc).__name__}: {exc}")]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

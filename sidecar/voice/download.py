@@ -23,6 +23,7 @@ from urllib.parse import SplitResult, urlsplit
 import anyio
 
 from sidecar.errors import Conflict, InvalidValue, NotFound, ResourceExhausted, SidecarError, Unavailable
+from sidecar.sizes import human_bytes
 
 if TYPE_CHECKING:
     import httpx
@@ -311,16 +312,9 @@ def _content_length(response: httpx.Response) -> int | None:
 
 
 def _too_large(limit: int, announced: int | None) -> ResourceExhausted:
-    said = f" (the server announced {_size(announced)})" if announced is not None else ""
-    return ResourceExhausted(f"the model is larger than the download limit of {_size(limit)}{said}",
+    said = f" (the server announced {human_bytes(announced)})" if announced is not None else ""
+    return ResourceExhausted(f"the model is larger than the download limit of {human_bytes(limit)}{said}",
                              limit=limit, announced=announced)
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _connect_reason(exc: BaseException) -> str:

@@ -35,15 +35,6 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _service(platform: Platform, module: str, cls: str) -> Any:
-    """The service of a capability that may not be in this build (or not importable yet)."""
-    try:
-        mod = __import__(module, fromlist=[cls])
-        return platform.find(getattr(mod, cls))
-    except (ImportError, AttributeError):
-        return None
-
-
 #: what a yes/no answer sounds like, as a speech-to-text prompt (when a confirmation is pending)
 ANSWERS = {"en": "Yes. No. Cancel.", "ko": "네, 아니요, 취소."}
 
@@ -68,7 +59,7 @@ class Router:
             return list(it.MODES), it.MODES
         if kind == "skill":
             names: list[str] = []
-            agents = _service(self.platform, "sidecar.agents.service", "AgentsService")
+            agents = self.platform.find_named("sidecar.agents.service", "AgentsService")
             if agents is not None:
                 names.extend(agents.ensure_loaded().names)
             try:
@@ -77,7 +68,7 @@ class Router:
                 log.info("tools unavailable for voice names: %s", exc.message)
             return names, {}
         if kind == "recipe":
-            wf = _service(self.platform, "sidecar.workflows.service", "WorkflowService")
+            wf = self.platform.find_named("sidecar.workflows.service", "WorkflowService")
             if wf is None:
                 return None
             listing = await wf.list()
@@ -115,7 +106,7 @@ class Router:
             log.info("tools unavailable for voice names: %s", exc.message)
         sentences.extend(("설정 열어 줘.", "검색해 줘.", "메시지 보내 줘.") if ko else
                          ("Open settings.", "Open projects.", "Search for", "Send a message."))
-        agents = _service(self.platform, "sidecar.agents.service", "AgentsService")
+        agents = self.platform.find_named("sidecar.agents.service", "AgentsService")
         if agents is not None and not ko:  # (in Korean, "네" came back as "blog writer 에이전트에게 물어봐.")
             sentences.extend(f"Ask the {it._spoken(n)} agent." for n in agents.ensure_loaded().names)
         out, size = [], 0
@@ -159,7 +150,7 @@ class Router:
 
     async def _chat(self, agent: str, message: str, language: str, chat_conversation_id: str | None,
                     target: str = "chat") -> Outcome:
-        chat = _service(self.platform, "sidecar.llm.chat", "ChatService")
+        chat = self.platform.find_named("sidecar.llm.chat", "ChatService")
         if chat is None:
             return Outcome("unavailable", target, agent, error="chat is not in this build",
                            reply=_say(language, f"I can't talk to {it._spoken(agent)}: chat is not available here.",
@@ -202,7 +193,7 @@ class Router:
                        chat_conversation_id=result.conversationId, agent=agent)
 
     async def _do_RunRecipe(self, slots: dict[str, Any], *, language: str, **kw: Any) -> Outcome:
-        wf = _service(self.platform, "sidecar.workflows.service", "WorkflowService")
+        wf = self.platform.find_named("sidecar.workflows.service", "WorkflowService")
         name = slots["recipe"]
         if wf is None:
             return Outcome("unavailable", "workflow", name, error="workflows are not in this build",
@@ -217,7 +208,7 @@ class Router:
                                   f"{it._spoken(name)} 레시피를 {'실행했습니다' if ok else '실행하지 못했습니다'}."))
 
     async def _do_ScheduleRecipe(self, slots: dict[str, Any], *, language: str, **kw: Any) -> Outcome:
-        sched = _service(self.platform, "sidecar.scheduler.service", "SchedulerService")
+        sched = self.platform.find_named("sidecar.scheduler.service", "SchedulerService")
         name = slots["recipe"]
         if sched is None:
             return Outcome("unavailable", "schedule", name, error="the scheduler is not in this build",
@@ -249,7 +240,7 @@ class Router:
                       chat_conversation_id: str | None, **kw: Any) -> Outcome:
         chosen = agent
         if chosen is None:
-            agents = _service(self.platform, "sidecar.agents.service", "AgentsService")
+            agents = self.platform.find_named("sidecar.agents.service", "AgentsService")
             chosen = agents.select(text).agent.name if agents is not None else "general-assistant"
         return await self._chat(chosen, text, language, chat_conversation_id if chosen == agent else None)
 
@@ -274,8 +265,8 @@ class Router:
     async def _do_Search(self, slots: dict[str, Any], *, language: str, **kw: Any) -> Outcome:
         query = str(slots["query"])
         detail: dict[str, Any] = {"query": query}
-        projects = _service(self.platform, "sidecar.projects.service", "ProjectsService")
-        agents = _service(self.platform, "sidecar.agents.service", "AgentsService")
+        projects = self.platform.find_named("sidecar.projects.service", "ProjectsService")
+        agents = self.platform.find_named("sidecar.agents.service", "AgentsService")
         if projects is None and agents is None:
             return Outcome("unavailable", "search", query, error="search is not in this build",
                            reply=_say(language, "Search is not available here.", "검색 기능이 없습니다."))

@@ -30,7 +30,7 @@ from sidecar.errors import Conflict, InvalidValue, NotFound, SidecarError, Unava
 from sidecar.voice import audio as au
 from sidecar.voice import download as dl
 from sidecar.voice import intents as it
-from sidecar.voice.routing import Outcome, Router, _say, _service, answers_prompt
+from sidecar.voice.routing import Outcome, Router, _say, answers_prompt
 from sidecar.voice.streaming import Stream, StreamTable
 from sidecar.voice.store import ConversationRow, PatternRow, TurnRow, VoiceStore
 from sidecar.voice.stt import packaged
@@ -498,7 +498,7 @@ class VoiceService:
     # ---- conversations ---------------------------------------------------------------------------------
 
     async def start_conversation(self, language: str | None, agent: str | None) -> v.Conversation:
-        agents = _service(self.platform, "sidecar.agents.service", "AgentsService")
+        agents = self.platform.find_named("sidecar.agents.service", "AgentsService")
         if agent is not None and agents is not None:
             agents.get(agent)  # NotFound naming it now, not at the conversation's first message
         return _conversation(await self.store.create_conversation(_new_id("vc"), language or str(self._s("language")),
