@@ -158,7 +158,7 @@ async def _quick(seconds: float) -> None:
 
 
 @pytest.mark.anyio
-async def test_two_services_share_jobs_exactly_once(pg_url: str) -> None:
+async def test_two_services_share_jobs_exactly_once(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from sidecar.toolsource import ToolRegistry
 
     clock = Clock()
@@ -167,21 +167,38 @@ async def test_two_services_share_jobs_exactly_once(pg_url: str) -> None:
     registry.add(tools)
     a = SchedulerService(PgJobStore(pg_url), Notifier(), tools=registry, now=clock, sleeper=_quick, owner="a")
     b = SchedulerService(PgJobStore(pg_url), Notifier(), tools=registry, now=clock, sleeper=_quick, owner="b")
+    # Which loop claims first is up to timing: on a loaded machine one of them can claim every
+    # run of every step. So in one step each service declines to claim (as a daemon at capacity
+    # would), which makes both take part whatever the timing; the other steps contend freely.
+    declining: set[str] = set()
+    for service in (a, b):
+        def gated(service: SchedulerService = service, claim: Any = service.store.claim) -> Any:
+            async def claim_unless_declining(*args: Any, **kwargs: Any) -> Any:
+                return [] if service.owner in declining else await claim(*args, **kwargs)
+            return claim_unless_declining
+        monkeypatch.setattr(service.store, "claim", gated())
     async with a.running(), b.running():
         jobs = [await a.create(p.JobParams(name=f"j{i}", schedule=p.ScheduleSpec(every="20s"),
                                            target=p.ToolTarget(name="c__count"))) for i in range(10)]
         assert len(await b.list()) == 10
-        for _ in range(6):  # 2 minutes, in steps shorter than a lease (30 s) that the loops of both see
+        for step in range(6):  # 2 minutes, in steps shorter than a lease (30 s) that the loops of both see
+            declining.clear()
+            declining.update({1: {"a"}, 2: {"b"}}.get(step, set()))
+            fired_before = (a.fired, b.fired)
             clock.t += timedelta(seconds=20)
             with anyio.fail_after(10):
                 # every run of this step started, and finished (else the next is rightly skipped)
-                while sum(tools.calls.values()) < 10 * (_ + 1) or a._active or b._active:
+                while sum(tools.calls.values()) < 10 * (step + 1) or a._active or b._active:
                     await anyio.sleep(0.01)
+            if step == 1:
+                assert (a.fired, b.fired) == (fired_before[0], fired_before[1] + 10)
+            if step == 2:
+                assert (a.fired, b.fired) == (fired_before[0] + 10, fired_before[1])
         await a.wait_idle()
         await b.wait_idle()
         await anyio.sleep(0.2)
         assert sum(tools.calls.values()) == 60 and set(tools.calls.values()) == {1}
-        assert a.fired > 0 and b.fired > 0 and a.fired + b.fired == 60
+        assert a.fired >= 10 and b.fired >= 10 and a.fired + b.fired == 60
         for j in jobs:
             assert [r.status for r in await b.history(j.id, 100)] == ["succeeded"] * 6
 
