@@ -196,7 +196,7 @@ async def test_cancelling_a_running_call_stops_the_guest(env: Env) -> None:
             await svc.call("t", "run", {})
         elapsed = time.monotonic() - started
         assert scope.cancelled_caught
-        assert elapsed < 1.5, "the guest was not stopped by the cancellation"
+        assert elapsed < 5, "the guest was not stopped by the cancellation"
         (stats,) = svc.get_stats("t")
         assert stats.calls == 1 and stats.errors == 1
         assert svc._active == 0

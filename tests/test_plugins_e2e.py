@@ -102,11 +102,11 @@ def test_cancel_request_stops_a_running_call(daemon: DaemonClient, tmp_path: Pat
     # the loop is running in a worker thread: the daemon still answers others meanwhile
     started = time.monotonic()
     assert daemon.request("plugins/get", {"id": "t"}, timeout=2)["id"] == "t"
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # blocked, it would wait for the 60 s call
     started = time.monotonic()
     daemon.notify("$/cancelRequest", {"id": request_id})
     answer = daemon.wait(request_id, waiter, timeout=5)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # not stopped, it would run for 60 s
     assert answer["error"]["code"] == -32800
     stats = daemon.request("plugins/stats", {"id": "t"})["plugins"][0]
     assert stats["calls"] == 1 and stats["errors"] == 1

@@ -89,7 +89,7 @@ async def test_cancel_request_stops_a_running_call_with_32800(tmp_path: Path) ->
         daemon.notify("$/cancelRequest", {"id": request_id})
         with anyio.fail_after(5):
             await arrived.wait()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # not stopped, it would run for 60 s
         answer = daemon._answers.pop(request_id)
         assert answer["error"]["code"] == -32800
         # the daemon and the plugin keep serving

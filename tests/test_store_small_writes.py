@@ -104,7 +104,7 @@ def test_while_another_process_holds_the_write_lock_a_small_write_waits_on_the_w
             tg.start_soon(write_small)
             started = time.monotonic()
             await anyio.sleep(0.2)
-            assert time.monotonic() - started < 1  # the loop did not wait (busy timeout: 5 s)
+            assert time.monotonic() - started < 3  # the loop did not wait (busy timeout: 5 s)
             assert seen == []  # waiting on the writer thread
             other.execute("INSERT INTO settings (key, value) VALUES ('first', '1')")
             other.execute("COMMIT")

@@ -421,7 +421,7 @@ async def test_step_timeout(env: Env) -> None:
         result = await svc.run_workflow(workflow=doc)
         elapsed = time.monotonic() - t0
         step = (await svc.run_detail(result.runId)).steps[0]
-    assert result.status == "failed" and 0.2 <= elapsed < 1.0, elapsed
+    assert result.status == "failed" and 0.2 <= elapsed < 4.0, elapsed  # no timeout: 2 x 5 s
     assert step.attempts == 2 and step.error["kind"] == "timeout"  # type: ignore[index]
     assert "longer than 100 ms" in step.error["message"]  # type: ignore[index]
 
@@ -465,7 +465,7 @@ async def test_cancel_a_run_with_parallel_steps(env: Env) -> None:
             await anyio.sleep(0.01)
         t0 = time.monotonic()
         assert await svc.cancel(run.id) is True
-        assert time.monotonic() - t0 < 1
+        assert time.monotonic() - t0 < 4  # the delays are 10 s
         detail = await svc.run_detail(run.id)
         assert await svc.cancel(run.id) is False  # not running any more
     assert detail.run.status == "cancelled"
