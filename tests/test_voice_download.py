@@ -216,10 +216,12 @@ async def test_one_download_per_target_at_a_time(tmp_path: Path, client: httpx.A
                                                  http_fixture: HttpFixtureServer) -> None:
     http_fixture.route("GET", "/slow", Response(200, body=pieces(BODY[:MIB], 64 * KIB, 0.02), chunked=True))
     errors: list[Conflict] = []
+    in_progress: set[Path] = set()  # one daemon's
 
     async def one() -> None:
         try:
-            await dl.download(client, source(http_fixture.url + "/slow"), tmp_path / "m.bin")
+            await dl.download(client, source(http_fixture.url + "/slow"), tmp_path / "m.bin",
+                              in_progress=in_progress)
         except Conflict as exc:
             errors.append(exc)
 

@@ -241,7 +241,7 @@ class Database:
         self._idle_readers: list[apsw.Connection] = []  # those not lent out right now
         #: lent out when close() ran: closed by the thread that gives it back (apsw refuses to
         #: close a connection another thread is using: ThreadingViolationError)
-        self._retired_readers: list[apsw.Connection] = []
+        self._retired_readers: set[apsw.Connection] = set()
         self._readers_lock = threading.Lock()
         self._write_limiter = anyio.CapacityLimiter(1)  # waiting for it is still cancellable
         self._write_thread_limiter = anyio.CapacityLimiter(1)  # the thread of the write holding it
@@ -315,9 +315,9 @@ class Database:
 
     def _return_reader(self, conn: apsw.Connection) -> None:
         with self._readers_lock:
-            retired = any(c is conn for c in self._retired_readers)
+            retired = conn in self._retired_readers
             if retired:
-                self._retired_readers = [c for c in self._retired_readers if c is not conn]
+                self._retired_readers.discard(conn)
             else:
                 self._idle_readers.append(conn)
         if retired:
@@ -501,7 +501,7 @@ class Database:
         with self._readers_lock:
             for conn in self._idle_readers:
                 conn.close()
-            self._retired_readers.extend(c for c in self._readers if not any(c is i for i in self._idle_readers))
+            self._retired_readers.update(set(self._readers) - set(self._idle_readers))
             self._readers.clear()
             self._idle_readers.clear()
         with self._writer_lock:

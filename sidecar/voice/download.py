@@ -129,18 +129,19 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url
 
 
-_busy: set[Path] = set()
-
-
 async def download(client: httpx.AsyncClient, source: Source, target: Path, *,
-                   max_bytes: int = DEFAULT_MAX_BYTES, progress: Progress | None = None) -> Downloaded:
+                   max_bytes: int = DEFAULT_MAX_BYTES, progress: Progress | None = None,
+                   in_progress: set[Path] | None = None) -> Downloaded:
     """Fetch `source` to `target` (atomically: via `<target>.part`), verified against the
-    source's size and checksums. A target already there with the right checksum is kept."""
+    source's size and checksums. A target already there with the right checksum is kept.
+    `in_progress`: the targets the caller (a daemon's voice service) is downloading now; one of
+    them asked again answers `conflict`."""
     started = time.perf_counter()
     _check_url(source.url, "$.params.url")
-    if target in _busy:  # two writers of one .part would corrupt it
+    busy = in_progress if in_progress is not None else set()
+    if target in busy:  # two writers of one .part would corrupt it
         raise Conflict(f"{target.name} is already being downloaded", path=str(target))
-    _busy.add(target)
+    busy.add(target)
     try:
         if source.sha1 or source.sha256:
             present = await anyio.to_thread.run_sync(_verified_copy, target, source)
@@ -150,7 +151,7 @@ async def download(client: httpx.AsyncClient, source: Source, target: Path, *,
         size, sha256 = await _fetch(client, source, target, max_bytes, progress)
         return Downloaded(target, size, sha256, _since(started))
     finally:
-        _busy.discard(target)
+        busy.discard(target)
 
 
 async def _fetch(client: httpx.AsyncClient, source: Source, target: Path, max_bytes: int,

@@ -84,6 +84,7 @@ class VoiceService:
         self._patterns_loaded = False
         self._names_cache: dict[str | None, tuple[float, str]] = {}
         self.streams = StreamTable()
+        self._downloads: set[Path] = set()  # model files voice/models/download is fetching now
 
     def close(self) -> None:
         self.streams.clear()
@@ -578,7 +579,8 @@ class VoiceService:
                 await progress(v.ModelProgress(name=source.name, receivedBytes=received, totalBytes=total))
 
         got = await dl.download(await self.platform.http.client(), source, self.models_dir / source.file_name,
-                                max_bytes=int(self._s("maxDownloadBytes")), progress=report)
+                                max_bytes=int(self._s("maxDownloadBytes")), progress=report,
+                                in_progress=self._downloads)
         log.info("speech model %s: %s (%d bytes, %s)", source.name, got.path, got.bytes,
                  "already present" if got.already_present else f"downloaded in {got.seconds:.1f} s")
         return v.ModelDownloadResult(str(got.path), got.bytes, got.sha256, got.seconds, got.already_present)
