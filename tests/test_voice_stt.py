@@ -182,3 +182,43 @@ async def test_a_spoken_yes_answers_a_pending_confirmation(tmp_path: Path, engin
                                              "speak": False}, timeout=120)
     assert yes["intent"] == "Confirm" and yes["language"] == "en", yes["transcript"]
     assert yes["routing"]["status"] == "executed" and yes["routing"]["detail"]["status"] == "succeeded"
+
+
+def test_an_utterance_without_samples_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TtsEngine.synthesize never hands on silence: an attempt that leaves an empty WAV (or a
+    cancelled utterance) is made again on the real espeak-ng, and one that never has samples
+    is a typed error."""
+    import wave
+
+    from sidecar.errors import Unavailable
+    from sidecar.voice import tts as tts_module
+
+    tts = tts_module.TtsEngine()
+    real_call = tts.call
+    attempts: list[int] = []
+
+    def empty_first(job: Any) -> Any:
+        attempts.append(1)
+        outcome = real_call(job)
+        if len(attempts) == 1:  # what the failing run saw: a WAV header and no samples
+            with wave.open(str(tmp_path / "a.wav"), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(22050)
+        return outcome
+
+    try:
+        monkeypatch.setattr(tts, "call", empty_first)
+        speech = tts.synthesize("open settings", tmp_path / "a.wav", voice="gmw/en-us", rate=150, volume=1.0)
+        assert len(attempts) == 2 and speech.duration_ms > 300
+
+        def never_completed(job: Any) -> Any:
+            real_call(job)
+            return False  # as if every utterance were cancelled
+
+        monkeypatch.setattr(tts, "call", never_completed)
+        with pytest.raises(Unavailable) as info:
+            tts.synthesize("open settings", tmp_path / "b.wav", voice="gmw/en-us", rate=150, volume=1.0)
+        assert info.value.details is not None and info.value.details["reason"] == "tts_empty"
+    finally:
+        tts.close()

@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 #: the espeak-ng voice used for each language when none is set
 DEFAULT_VOICES = {"en": "gmw/en-us", "ko": "ko"}
+#: how many times one utterance is made before text-to-speech gives up (synthesize)
+SYNTH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +173,24 @@ class TtsEngine:
 
         So: set the properties, wait until espeak's thread has applied them (idle again), then
         synthesise, and wait for the driver's `finished-utterance` (sent after the file is
-        written) and for espeak to be idle before the next job."""
-        import wave
+        written) and for espeak to be idle before the next job.
 
+        Still, once in a full test run an utterance came back as a WAV with no samples (likely
+        the same `stop()` in `runAndWait`: a cancelled utterance ends with `completed=False`,
+        and espeak's end event may still write the empty buffer). Such an utterance is made
+        again (at most SYNTH_ATTEMPTS times in all), never handed on as silence."""
         timeout = 30.0 + len(text) / 10.0  # espeak makes ~100x real time; this only catches a hang
 
-        def job(engine: Any) -> None:
+        def job(engine: Any) -> bool:
+            """True when the driver says the utterance completed."""
             done = threading.Event()
-            token = engine.connect("finished-utterance", lambda **_: done.set())
+            outcomes: list[bool] = []
+
+            def finished(completed: bool = True, **_: Any) -> None:
+                outcomes.append(bool(completed))
+                done.set()
+
+            token = engine.connect("finished-utterance", finished)
             try:
                 engine.setProperty("voice", voice)
                 engine.setProperty("rate", rate)
@@ -191,9 +203,31 @@ class TtsEngine:
                 self._wait_idle(timeout)
             finally:
                 engine.disconnect(token)
+            return all(outcomes)
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.call(job)
-        with wave.open(str(path)) as w:
-            frames, sr = w.getnframes(), w.getframerate()
+        for attempt in range(1, SYNTH_ATTEMPTS + 1):
+            path.unlink(missing_ok=True)  # what a cancelled attempt left is not this one's
+            completed = self.call(job)
+            frames, sr = _wav_frames(path)
+            if completed and frames > 0:
+                break
+            log.warning("text-to-speech attempt %d of %d gave %s; %s", attempt, SYNTH_ATTEMPTS,
+                        "no samples" if completed else "a cancelled utterance",
+                        "trying again" if attempt < SYNTH_ATTEMPTS else "giving up")
+        else:
+            raise Unavailable(f"text-to-speech produced no audio for {text[:60]!r} in {SYNTH_ATTEMPTS} attempts",
+                              reason="tts_empty")
         return Speech(path, frames / sr * 1000.0, voice, sr)
+
+
+def _wav_frames(path: Path) -> tuple[int, int]:
+    """(frames, sample rate) of the WAV file at `path`; (0, 0) when there is none or it is
+    not a whole WAV file."""
+    import wave
+
+    try:
+        with wave.open(str(path)) as w:
+            return w.getnframes(), w.getframerate()
+    except (OSError, EOFError, wave.Error):
+        return 0, 0
